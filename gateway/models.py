@@ -1,0 +1,131 @@
+"""What an admin manages for the gateway: upstream servers, agents and their keys.
+
+The hot path never reads these models per call: `gateway.snapshot` compiles them into a frozen
+in-memory view, reloaded when `ConfigStamp` moves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from django.db import models
+from django.utils import timezone
+
+from gateway import credentials
+
+
+class ConfigStamp(models.Model):
+    """A single row whose `generation` every configuration change bumps in its transaction.
+
+    Each gateway process polls it (at most every INTENDED_CONFIG_POLL_SECONDS) and rebuilds its
+    snapshot when it moved: that is how a change reaches every replica within a second without
+    a query per call.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    generation = models.BigIntegerField(default=0)
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    @classmethod
+    def bump(cls) -> None:
+        stamp, _ = cls.objects.select_for_update().get_or_create(id=1)
+        stamp.generation += 1
+        stamp.changed_at = timezone.now()
+        stamp.save(update_fields=["generation", "changed_at"])
+
+    @classmethod
+    def current(cls) -> int:
+        row = cls.objects.filter(id=1).values_list("generation", flat=True).first()
+        return row or 0
+
+
+class Server(models.Model):
+    TRANSPORT_HTTP = "http"
+    TRANSPORT_STDIO = "stdio"
+    NEW_TOOLS_PIN = "pin"
+    NEW_TOOLS_HOLD = "hold"
+
+    name = models.SlugField(max_length=64, unique=True, help_text="Agents connect to /mcp/<name>.")
+    url = models.URLField(max_length=500, blank=True, help_text="Streamable HTTP endpoint.")
+    command = models.JSONField(default=list, blank=True, help_text="stdio: argv to spawn.")
+    credential_header = models.CharField(max_length=100, blank=True)
+    credential_encrypted = models.TextField(blank=True, editable=False)
+    credential_env = models.CharField(max_length=100, blank=True)
+    domain_pack = models.CharField(max_length=64, blank=True)
+    tool_intents = models.JSONField(default=dict, blank=True)
+    new_tools = models.CharField(
+        max_length=8,
+        choices=[(NEW_TOOLS_PIN, "pin on first use"), (NEW_TOOLS_HOLD, "hold until approved")],
+        default=NEW_TOOLS_PIN,
+    )
+    timeout_seconds = models.FloatField(default=30.0)
+    connect_timeout_seconds = models.FloatField(default=5.0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def transport(self) -> str:
+        return self.TRANSPORT_STDIO if self.command else self.TRANSPORT_HTTP
+
+    def set_credential(self, value: str) -> None:
+        self.credential_encrypted = credentials.encrypt(value) if value else ""
+
+    def credential(self) -> str:
+        return credentials.decrypt(self.credential_encrypted) if self.credential_encrypted else ""
+
+
+class Agent(models.Model):
+    name = models.SlugField(max_length=64, unique=True)
+    owner = models.CharField(max_length=150, blank=True, help_text="May not approve its calls.")
+    roles = models.JSONField(default=list, blank=True)
+    # {server name: ["tool", ...] or "*"}; a server absent here is closed to the agent.
+    tool_scope = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+KEY_PREFIX = "int_"
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class AgentKey(models.Model):
+    """An agent's API key: `int_<prefix>_<secret>`, looked up by prefix, stored hashed."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="keys")
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    label = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{KEY_PREFIX}{self.prefix}_…"
+
+    def matches(self, secret: str) -> bool:
+        return hmac.compare_digest(self.secret_hash, hash_secret(secret))
+
+    @property
+    def active(self) -> bool:
+        now = timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)

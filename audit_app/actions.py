@@ -47,3 +47,19 @@ async def record_outcome(
 def record_admin(action: str, *, actor: str, target: str = "", details: dict[str, Any] | None = None) -> None:
     AuditEntry.objects.create(kind="admin", reason=action, agent="", body={
         "action": action, "actor": actor, "target": target, "details": details or {}})
+
+
+def record_approval(
+    *, call_id: str, agent: str, server: str, tool: str, intent: str, approval: dict[str, Any], actor: str
+) -> None:
+    """An approval entry (`approval`: id, status, decided_by, comment), inside the caller's transaction."""
+    AuditEntry.objects.create(kind="approval", call_id=call_id, agent=agent, server=server, tool=tool,
+                              intent=intent, body={"approval": approval, "actor": actor})
+
+
+def record_tool_event(
+    action: str, *, server: str, tool: str, actor: str = "", details: dict[str, Any] | None = None
+) -> None:
+    """A tool entry (pinned, held, changed, approved), inside the caller's transaction."""
+    AuditEntry.objects.create(kind="tool", server=server, tool=tool, reason=action,
+                              body={"action": action, "actor": actor, "details": details or {}})

@@ -1,0 +1,237 @@
+"""The pure core of the audit trail: canonical JSON, RFC 6962 hashes, the Merkle tree and its proofs.
+
+Standard library only (the RFC 8785 encoder is imported lazily), because the offline verifier
+`intended-verify` imports this module where neither Django nor the project's other
+dependencies are installed.
+
+Hashing is RFC 6962: leaf = SHA-256(0x00 || data), node = SHA-256(0x01 || left || right).
+Proof verification follows RFC 9162 sections 2.1.3.2 and 2.1.4.2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+class ProofError(ValueError):
+    """A proof that does not prove what it claims."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 (JCS) bytes of a JSON value; raises on NaN, infinities and non-JSON types."""
+    import rfc8785
+
+    return rfc8785.dumps(value)
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _largest_power_of_two_below(n: int) -> int:
+    """The largest power of two k with k < n (n >= 2), RFC 6962's split point."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+class MerkleTree:
+    """An in-memory RFC 6962 tree over leaf hashes, with every perfect subtree cached.
+
+    Building it costs one pass over the leaves; each root, inclusion or consistency proof
+    afterwards costs O(log^2 n) hash operations.
+    """
+
+    def __init__(self, leaf_hashes: Sequence[bytes]) -> None:
+        self.levels: list[list[bytes]] = [list(leaf_hashes)]
+        level = self.levels[0]
+        while len(level) > 1:
+            level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+            self.levels.append(level)
+
+    @property
+    def size(self) -> int:
+        return len(self.levels[0])
+
+    def append(self, leaf: bytes) -> None:
+        self.levels[0].append(leaf)
+        index, height = len(self.levels[0]) - 1, 0
+        while index & 1:
+            left = self.levels[height][index - 1]
+            right = self.levels[height][index]
+            height, index = height + 1, index >> 1
+            if len(self.levels) <= height:
+                self.levels.append([])
+            self.levels[height].append(node_hash(left, right))
+
+    def subtree(self, start: int, end: int) -> bytes:
+        """MTH(D[start:end])."""
+        n = end - start
+        if n == 0:
+            return EMPTY_ROOT
+        if n & (n - 1) == 0 and start % n == 0:
+            return self.levels[n.bit_length() - 1][start // n]
+        k = _largest_power_of_two_below(n)
+        return node_hash(self.subtree(start, start + k), self.subtree(start + k, end))
+
+    def root(self, size: int | None = None) -> bytes:
+        size = self.size if size is None else size
+        if size > self.size:
+            raise ValueError(f"tree has {self.size} leaves, not {size}")
+        return self.subtree(0, size)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """RFC 6962 PATH(index, D[0:size]), ordered from the leaf up."""
+        size = self.size if size is None else size
+        if not 0 <= index < size <= self.size:
+            raise ValueError(f"no leaf {index} in a tree of size {size}")
+        return self._path(index, 0, size)
+
+    def _path(self, m: int, start: int, end: int) -> list[bytes]:
+        n = end - start
+        if n == 1:
+            return []
+        k = _largest_power_of_two_below(n)
+        if m < k:
+            return self._path(m, start, start + k) + [self.subtree(start + k, end)]
+        return self._path(m - k, start + k, end) + [self.subtree(start, start + k)]
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        """RFC 6962 PROOF(size1, D[0:size2])."""
+        size2 = self.size if size2 is None else size2
+        if not 0 < size1 <= size2 <= self.size:
+            raise ValueError(f"no consistency proof from {size1} to {size2}")
+        if size1 == size2:
+            return []
+        return self._subproof(size1, 0, size2, True)
+
+    def _subproof(self, m: int, start: int, end: int, complete: bool) -> list[bytes]:
+        n = end - start
+        if m == n:
+            return [] if complete else [self.subtree(start, end)]
+        k = _largest_power_of_two_below(n)
+        if m <= k:
+            return self._subproof(m, start, start + k, complete) + [self.subtree(start + k, end)]
+        return self._subproof(m - k, start + k, end, False) + [self.subtree(start, start + k)]
+
+
+def root_of(leaf_hashes: Sequence[bytes]) -> bytes:
+    return MerkleTree(leaf_hashes).root()
+
+
+class CompactRange:
+    """The roots of the perfect subtrees covering the first `size` leaves, largest first.
+
+    Enough to extend a tree by new leaves and compute its root without reading the old
+    leaves again (what the sealer keeps between checkpoints).
+    """
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        if len(hashes) != bin(size).count("1"):
+            raise ValueError(f"a compact range of size {size} has {bin(size).count('1')} hashes, not {len(hashes)}")
+        self.size = size
+        self.hashes = list(hashes)
+
+    def append(self, leaf: bytes) -> None:
+        self.hashes.append(leaf)
+        self.size += 1
+        carry = self.size
+        # each trailing zero bit of the new size is a pair of equal subtrees to merge
+        while carry & 1 == 0:
+            right = self.hashes.pop()
+            left = self.hashes.pop()
+            self.hashes.append(node_hash(left, right))
+            carry >>= 1
+
+    def root(self) -> bytes:
+        if not self.hashes:
+            return EMPTY_ROOT
+        result = self.hashes[-1]
+        for left in reversed(self.hashes[:-1]):
+            result = node_hash(left, result)
+        return result
+
+
+def _check_hash(value: bytes, what: str) -> None:
+    if len(value) != HASH_SIZE:
+        raise ProofError(f"{what} is {len(value)} bytes, not {HASH_SIZE}")
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
+    """RFC 9162 2.1.3.2; raises ProofError unless `leaf` is at `index` in the tree `root` of `size`."""
+    if index < 0 or index >= size:
+        raise ProofError(f"index {index} is outside a tree of size {size}")
+    _check_hash(leaf, "leaf hash")
+    _check_hash(root, "root hash")
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        _check_hash(p, "proof element")
+        if sn == 0:
+            raise ProofError("proof is too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while fn & 1 == 0 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("proof is too short")
+    if r != root:
+        raise ProofError("calculated root does not match")
+
+
+def verify_consistency(size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]) -> None:
+    """RFC 9162 2.1.4.2; raises ProofError unless tree `root2` of `size2` extends tree `root1` of `size1`."""
+    if size1 <= 0:
+        raise ProofError("consistency from an empty tree is not provable")
+    if size1 > size2:
+        raise ProofError(f"size1 {size1} is larger than size2 {size2}")
+    if size1 == size2:
+        if proof:
+            raise ProofError("proof between equal sizes must be empty")
+        if root1 != root2:
+            raise ProofError("equal sizes with different roots")
+        return
+    if not proof:
+        raise ProofError("empty proof")
+    _check_hash(root1, "root1")
+    _check_hash(root2, "root2")
+    for p in proof:
+        _check_hash(p, "proof element")
+    path = list(proof)
+    if size1 & (size1 - 1) == 0:
+        path.insert(0, root1)
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ProofError("proof is too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while fn & 1 == 0 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("proof is too short")
+    if fr != root1:
+        raise ProofError("calculated root1 does not match")
+    if sr != root2:
+        raise ProofError("calculated root2 does not match")

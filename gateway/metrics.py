@@ -1,0 +1,198 @@
+"""Prometheus metrics for the gateway, served at /metrics (see gateway/operations.py).
+
+Counters and histograms are per process and updated on the hot path (a few dict lookups, no
+I/O). Values that belong to the whole deployment rather than to one process (approvals held,
+audit entries not sealed yet) are read from the database when /metrics is scraped, so every
+replica reports the same truth.
+
+Several worker processes on one host (`uvicorn --workers N`, gunicorn) need
+PROMETHEUS_MULTIPROC_DIR: an empty directory, cleared before the workers start, where each
+process writes its values; /metrics then aggregates them. Separate replicas on separate hosts
+are scraped one by one and need nothing. See docs/DEPLOY.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+log = logging.getLogger("intended.metrics")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Why a call was denied because the gateway could not decide or audit it (fail closed).
+# Free-form causes are accepted, but these are the ones the gateway uses; keep the set small,
+# each one is a time series.
+CAUSE_AUDIT = "audit_unavailable"
+CAUSE_VELOCITY = "velocity_unavailable"
+CAUSE_POLICY = "policy_error"
+CAUSE_CONFIG = "config_unavailable"
+CAUSE_APPROVALS = "approvals_unavailable"
+CAUSE_INTERNAL = "internal_error"
+
+DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+CALLS = Counter(
+    "intended_calls",
+    "Tool calls decided by the gateway, by agent, server and decision.",
+    ["agent", "server", "decision"],
+)
+DECISION_SECONDS = Histogram(
+    "intended_decision_seconds",
+    "Time to decide a tool call (pipeline and decision audit entry), without approval waits.",
+    ["server"],
+    buckets=DECISION_BUCKETS,
+)
+UPSTREAM_SECONDS = Histogram(
+    "intended_upstream_seconds",
+    "Time the upstream server took to answer a forwarded tool call, by outcome status.",
+    ["server", "status"],
+    buckets=UPSTREAM_BUCKETS,
+)
+FAIL_CLOSED = Counter(
+    "intended_fail_closed",
+    "Calls denied because the gateway could not decide or audit them, by cause.",
+    ["cause"],
+)
+REFUSED = Counter(
+    "intended_refused_requests",
+    "Requests refused at the door before any decision (401, 403, 404, 4xx), by reason.",
+    ["reason"],
+)
+AUDIT_BREAKS = Counter(
+    "intended_audit_integrity_failures",
+    "Integrity failures detected in the audit trail (chain or checkpoint inconsistency).",
+)
+
+
+def _label(value: str | None) -> str:
+    return (value or "")[:128]
+
+
+def observe_decision(agent: str, server: str, decision: str, seconds: float) -> None:
+    CALLS.labels(_label(agent), _label(server), _label(decision)).inc()
+    DECISION_SECONDS.labels(_label(server)).observe(max(seconds, 0.0))
+
+
+def observe_upstream(server: str, status: str, seconds: float) -> None:
+    """`status` is the audit outcome status: ok, error or timeout."""
+    UPSTREAM_SECONDS.labels(_label(server), _label(status)).observe(max(seconds, 0.0))
+
+
+def observe_call(
+    agent: str,
+    server: str,
+    decision: str,
+    decision_seconds: float,
+    upstream_seconds: float | None = None,
+    status: str = "ok",
+) -> None:
+    """One tool call: its decision, and its upstream time when it was forwarded."""
+    observe_decision(agent, server, decision, decision_seconds)
+    if upstream_seconds is not None:
+        observe_upstream(server, status, upstream_seconds)
+
+
+def fail_closed(cause: str) -> None:
+    FAIL_CLOSED.labels(_label(cause)).inc()
+
+
+def refused(reason: str) -> None:
+    REFUSED.labels(_label(reason)).inc()
+
+
+def audit_integrity_failure() -> None:
+    AUDIT_BREAKS.inc()
+
+
+# --- values read at scrape time ---------------------------------------------------------------
+
+
+def _held_approvals() -> int | None:
+    """Approvals waiting for a reviewer, across every replica."""
+    try:
+        from approvals_app import models as approvals
+    except ImportError:
+        return None
+    counter = getattr(approvals, "pending_count", None)
+    if callable(counter):
+        return int(counter())
+    approval = getattr(approvals, "Approval", None)
+    if approval is None:
+        return None
+    return approval.objects.filter(status="pending").count()
+
+
+def _unsealed_entries() -> int | None:
+    """Audit entries not yet covered by a signed checkpoint."""
+    for module_name in ("audit_app.actions", "audit_app.sealing", "audit_app.models"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        counter = getattr(module, "unsealed_count", None)
+        if callable(counter):
+            return int(counter())
+    return None
+
+
+DEPLOYMENT_GAUGES: list[tuple[str, str, Callable[[], int | None]]] = [
+    ("intended_approvals_held", "Escalated calls waiting for a reviewer's decision.", _held_approvals),
+    ("intended_audit_unsealed_entries", "Audit entries not yet covered by a signed checkpoint.", _unsealed_entries),
+]
+
+
+class DeploymentCollector:
+    """Gauges read from the shared database at scrape time. A source that fails is skipped
+    (and logged) rather than failing the whole scrape: /metrics is how one sees the outage."""
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, read in DEPLOYMENT_GAUGES:
+            try:
+                value = read()
+            except Exception:
+                log.warning("metrics: could not read %s", name, exc_info=True)
+                continue
+            if value is None:
+                continue
+            gauge = GaugeMetricFamily(name, documentation)
+            gauge.add_metric([], value)
+            yield gauge
+
+
+class _Sources:
+    def __init__(self, sources: Iterable[Any]) -> None:
+        self._sources = list(sources)
+
+    def collect(self) -> Iterator[Metric]:
+        for source in self._sources:
+            yield from source.collect()
+
+
+def process_source() -> Any:
+    """This process's metrics, or every worker's when PROMETHEUS_MULTIPROC_DIR is set."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def exposition() -> bytes:
+    """The text exposition format of every metric, for one scrape."""
+    return generate_latest(_Sources([process_source(), DeploymentCollector()]))  # type: ignore[arg-type]

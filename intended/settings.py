@@ -123,6 +123,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "intended.middleware.RequireTLSMiddleware",
+    "intended.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -241,6 +243,19 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 if env_bool("INTENDED_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Trust X-Forwarded-Proto from a TLS-terminating proxy (docs/DEPLOY.md).
+INTENDED_BEHIND_TLS_PROXY = env_bool("INTENDED_BEHIND_TLS_PROXY", False)
+# Refuse plain HTTP from clients not on this host (gateway/transport_security.py); on in production.
+INTENDED_REQUIRE_TLS = env_bool("INTENDED_REQUIRE_TLS", not EMBEDDED and not DEBUG)
+# Load balancer probes speak plain HTTP and carry no secret.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+if INTENDED_REQUIRE_TLS:
+    # security.W008 asks for SECURE_SSL_REDIRECT; INTENDED_REQUIRE_TLS refuses plain HTTP from
+    # other hosts instead of redirecting it, which is stricter (a redirect comes after the
+    # credentials were already sent in clear).
+    SILENCED_SYSTEM_CHECKS = ["security.W008"]
+# Bearer token for /metrics and the detailed /readyz from other hosts (loopback needs none).
+INTENDED_METRICS_TOKEN = env_str("INTENDED_METRICS_TOKEN")
 
 # --- the gateway -------------------------------------------------------------------------
 INTENDED_MAX_BODY_BYTES = env_int("INTENDED_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
@@ -256,10 +271,20 @@ INTENDED_CONFIG_POLL_SECONDS = float(env_str("INTENDED_CONFIG_POLL_SECONDS", "0.
 # Idle SSE keep-alive interval (seconds) while a call is held or a stream is quiet.
 INTENDED_KEEPALIVE_SECONDS = float(env_str("INTENDED_KEEPALIVE_SECONDS", "15") or 15)
 
+# json: one object per line with call_id/agent/server (intended/logging.py); text for a terminal.
+LOG_FORMAT = env_str("LOG_FORMAT", "text" if EMBEDDED else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, got {LOG_FORMAT!r}")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING below, in the same format
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "json": {"()": "intended.logging.JsonFormatter"},
+        "text": {"()": "intended.logging.TextFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},
     "loggers": {"intended": {"level": env_str("LOG_LEVEL", "INFO")}},
 }

@@ -1,14 +1,22 @@
 """The upstream seam: the proxy speaks Streamable HTTP semantics to an `Upstream`, whatever
 the transport behind it (HTTP here, a spawned stdio process in gateway/stdio.py).
 
-SKELETON: the start-here issue implements HttpUpstream; the interface below is the contract.
+`upstream_for(server)` returns the one Upstream of a server (cached per configuration of that
+server, so a pooled connection is reused call after call and a changed URL or credential gets
+a fresh one).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+import httpx
+
+if TYPE_CHECKING:
+    from gateway.context import ServerView
 
 
 class UpstreamError(Exception):
@@ -42,7 +50,124 @@ class Upstream(Protocol):
         self, method: str, headers: Sequence[tuple[str, str]], body: bytes = b""
     ) -> UpstreamResponse:
         """Send one HTTP-shaped request (POST/GET/DELETE) to the MCP endpoint and return the
-        response with a streaming body. Raises UpstreamError / UpstreamTimeout."""
+        response with a streaming body. Raises UpstreamError / UpstreamTimeout.
+
+        The body iterator raises UpstreamTimeout when the upstream goes silent for longer
+        than the server's timeout in the middle of an answer (streams that may idle, such as
+        the GET stream, are requested with the header `x-intended-stream: idle`, which is not
+        forwarded)."""
         ...
 
     async def aclose(self) -> None: ...
+
+
+IDLE_STREAM_HEADER = "x-intended-stream"
+
+
+class HttpUpstream:
+    """A Streamable HTTP upstream over one pooled HTTP/1.1 keep-alive client."""
+
+    def __init__(self, server: ServerView) -> None:
+        self.name = server.name
+        self.url = server.url
+        self.timeout = server.timeout
+        self._credential = (
+            (server.credential_header.lower(), server.credential)
+            if server.credential_header and server.credential
+            else None
+        )
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(server.timeout, connect=server.connect_timeout),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30),
+            follow_redirects=False,  # a redirect could lead anywhere; the admin sets the exact URL
+            trust_env=False,
+        )
+
+    async def request(
+        self, method: str, headers: Sequence[tuple[str, str]], body: bytes = b""
+    ) -> UpstreamResponse:
+        idle = method == "GET"
+        out: list[tuple[str, str]] = []
+        for name, value in headers:
+            if name == IDLE_STREAM_HEADER:
+                idle = True
+            else:
+                out.append((name, value))
+        if self._credential is not None:
+            out.append(self._credential)
+        timeout = httpx.Timeout(self.timeout, read=None if idle else self.timeout,
+                                connect=self._client.timeout.connect)
+        request = self._client.build_request(method, self.url, headers=out, content=body or None,
+                                             timeout=timeout)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"Upstream {self.name} did not answer within {self.timeout:g}s") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Upstream {self.name} unreachable: {_describe(exc)}") from exc
+        return UpstreamResponse(
+            status=response.status_code,
+            headers=[(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.headers.raw],
+            body=self._stream(response),
+        )
+
+    async def _stream(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"Upstream {self.name} did not answer within {self.timeout:g}s") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Upstream {self.name} failed mid-answer: {_describe(exc)}") from exc
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} ({cause})"
+    return text
+
+
+def _identity(server: ServerView) -> tuple[object, ...]:
+    return (server.id, server.url, server.command, server.credential_header, server.credential,
+            server.timeout, server.connect_timeout)
+
+
+_upstreams: dict[str, tuple[tuple[object, ...], Upstream]] = {}
+
+
+def upstream_for(server: ServerView) -> Upstream:
+    """The Upstream for this server: HTTP, or stdio when the server has a command."""
+    identity = _identity(server)
+    cached = _upstreams.get(server.name)
+    if cached is not None and cached[0] == identity:
+        return cached[1]
+    upstream: Upstream
+    if server.command:
+        from gateway.stdio import StdioUpstream
+
+        upstream = StdioUpstream(server)  # type: ignore[assignment]
+    else:
+        upstream = HttpUpstream(server)
+    _upstreams[server.name] = (identity, upstream)
+    if cached is not None:
+        _close_later(cached[1])
+    return upstream
+
+
+def _close_later(upstream: Upstream) -> None:
+    # Calls in flight on the old configuration finish on its connections.
+    async def close() -> None:
+        await asyncio.sleep(60)
+        await upstream.aclose()
+
+    try:
+        asyncio.get_running_loop().create_task(close())
+    except RuntimeError:
+        pass

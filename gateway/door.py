@@ -1,0 +1,146 @@
+"""The checks at the door of /mcp/<server>, in the contract's order: who is calling (401),
+from where (Host and Origin, 403), may they use this server (403). Pure functions over the
+request headers and the configuration snapshot: no database query per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from django.http.request import split_domain_port, validate_host
+
+from gateway import jsonrpc
+from gateway.context import AgentView, ServerView
+from gateway.models import hash_secret
+from gateway.snapshot import KeyView, Snapshot, key_is_live
+
+log = logging.getLogger("intended.gateway")
+
+BEARER_CHALLENGE = 'Bearer realm="intended", error="invalid_token"'
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An HTTP answer the gateway gives itself, before anything reaches the upstream."""
+
+    status: int
+    code: int
+    message: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    request_id: object = None
+
+    def body(self) -> bytes:
+        return jsonrpc.error_body(self.request_id, self.code, self.message)
+
+
+def unauthorized(message: str) -> Refusal:
+    return Refusal(401, jsonrpc.UNAUTHORIZED, message, [("www-authenticate", BEARER_CHALLENGE)])
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def authenticate(snap: Snapshot, authorization: str | None) -> tuple[AgentView, KeyView] | Refusal:
+    """The agent behind `Authorization: Bearer int_<prefix>_<secret>`, or a 401."""
+    from gateway.actions import split_key
+
+    token = bearer_token(authorization)
+    if token is None:
+        return unauthorized("Unauthorized: send an agent key as 'Authorization: Bearer <key>'")
+    parts = split_key(token)
+    key = snap.keys.get(parts[0]) if parts else None
+    # Hash even when the prefix is unknown, so timing does not tell which prefixes exist.
+    secret_hash = hash_secret(parts[1] if parts else token)
+    if key is None or not hmac.compare_digest(key.secret_hash, secret_hash):
+        return unauthorized("Unauthorized: the agent key is not valid (unknown, wrong or revoked)")
+    if not key_is_live(key):
+        return unauthorized("Unauthorized: the agent key has expired")
+    agent = snap.agents.get(key.agent)
+    if agent is None or not agent.enabled:
+        return unauthorized(f"Unauthorized: agent {key.agent} is disabled")
+    return agent, key
+
+
+def host_allowed(host: str | None, allowed_hosts: list[str]) -> bool:
+    if not host:
+        return False
+    domain, _port = split_domain_port(host)
+    return bool(domain) and validate_host(domain, allowed_hosts)
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed_hosts: list[str],
+                   trusted_origins: list[str]) -> bool:
+    """No Origin (not a browser) is fine; a browser's Origin must be this gateway's host or an
+    allowed host (a page elsewhere must not drive an agent's session: DNS rebinding, CSRF)."""
+    if origin is None:
+        return True
+    if origin in trusted_origins:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    if host and parts.netloc.lower() == host.lower():
+        return True
+    return host_allowed(parts.netloc, allowed_hosts)
+
+
+def check_origin_and_host(host: str | None, origin: str | None, allowed_hosts: list[str],
+                          trusted_origins: list[str]) -> Refusal | None:
+    if not host_allowed(host, allowed_hosts):
+        return Refusal(403, jsonrpc.FORBIDDEN, f"Forbidden: Host {host or '(none)'!r} is not allowed")
+    if not origin_allowed(origin, host, allowed_hosts, trusted_origins):
+        return Refusal(403, jsonrpc.FORBIDDEN, f"Forbidden: Origin {origin!r} is not allowed")
+    return None
+
+
+def check_access(snap: Snapshot, agent: AgentView, server_name: str) -> ServerView | Refusal:
+    """The server, when this agent has a scope on it. An unknown server gets the same 403 as a
+    server the agent may not use, so agents cannot probe which servers exist."""
+    server = snap.servers.get(server_name)
+    if server is None or not agent.may_use_server(server_name):
+        return Refusal(403, jsonrpc.FORBIDDEN,
+                       f"Forbidden: agent {agent.name} has no access to server {server_name}")
+    return server
+
+
+class KeyUsage:
+    """Records `last_used_at` off the hot path: at most once a minute per key, in a thread."""
+
+    def __init__(self, every_seconds: float = 60.0) -> None:
+        self.every = every_seconds
+        self._last: dict[int, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def seen(self, key: KeyView) -> None:
+        now = time.monotonic()
+        last = self._last.get(key.id)
+        if last is not None and now - last < self.every:
+            return
+        self._last[key.id] = now
+        task = asyncio.get_running_loop().create_task(self._write(key.id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, key_id: int) -> None:
+        from channels.db import database_sync_to_async
+
+        from gateway.actions import mark_key_used
+
+        try:
+            await database_sync_to_async(mark_key_used)(key_id)
+        except Exception:  # a bookkeeping write must never fail a call
+            log.warning("could not record last use of key %s", key_id, exc_info=True)
+
+
+key_usage = KeyUsage()

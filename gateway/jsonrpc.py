@@ -1,0 +1,252 @@
+"""JSON-RPC and SSE framing for the gateway: pure functions, no I/O.
+
+The gateway parses each message to decide, but forwards the original bytes; only the messages
+it answers itself (refusals, denials, errors) and filtered tools/list results are serialized
+here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+# Gateway-originated errors, in the implementation-defined -32000..-32099 range.
+UPSTREAM_UNREACHABLE = -32000
+UPSTREAM_TIMEOUT = -32001
+UNAUTHORIZED = -32010
+FORBIDDEN = -32011
+SESSION_NOT_FOUND = -32012
+# The 2026-07-28 spec's code for routing headers that disagree with the body.
+HEADER_MISMATCH = -32020
+
+PROTOCOL_VERSION_META_KEY = "io.modelcontextprotocol/protocolVersion"
+MODERN_VERSIONS = frozenset({"2026-07-28"})
+FIRST_MODERN_VERSION = "2026-07-28"
+
+# Methods whose name-bearing parameter the modern client mirrors into `Mcp-Name`.
+NAME_PARAMS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
+class InvalidMessage(Exception):
+    """The body is not one JSON-RPC message we accept; `code` is the JSON-RPC error code."""
+
+    def __init__(self, code: int, message: str, request_id: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+def loads_strict(raw: bytes) -> Any:
+    """json.loads that refuses duplicate keys at any depth (two parsers could disagree on them)."""
+    return json.loads(raw, object_pairs_hook=_reject_duplicates)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One parsed JSON-RPC message. `kind` is request, notification or response."""
+
+    kind: str
+    body: dict[str, Any]
+
+    @property
+    def id(self) -> Any:
+        return self.body.get("id")
+
+    @property
+    def method(self) -> str:
+        return self.body.get("method", "") if self.kind != "response" else ""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        params = self.body.get("params")
+        return params if isinstance(params, dict) else {}
+
+
+def parse_message(raw: bytes) -> Message:
+    """Parse the body of a POST into a single JSON-RPC message, or raise InvalidMessage."""
+    try:
+        body = loads_strict(raw)
+    except DuplicateKey as dup:
+        raise InvalidMessage(PARSE_ERROR, f"Parse error: duplicate key {str(dup)!r} in JSON body") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidMessage(PARSE_ERROR, f"Parse error: {exc}") from None
+    if isinstance(body, list):
+        raise InvalidMessage(INVALID_REQUEST, "Invalid Request: batches are not accepted")
+    if not isinstance(body, dict):
+        raise InvalidMessage(INVALID_REQUEST, "Invalid Request: the body must be a JSON-RPC object")
+    request_id = body.get("id")
+    if body.get("jsonrpc") != "2.0":
+        raise InvalidMessage(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"', _safe_id(request_id))
+    has_id = "id" in body
+    if has_id and (isinstance(request_id, bool) or not isinstance(request_id, str | int)):
+        raise InvalidMessage(INVALID_REQUEST, 'Invalid Request: "id" must be a string or an integer')
+    if "method" in body:
+        if not isinstance(body["method"], str) or not body["method"]:
+            raise InvalidMessage(INVALID_REQUEST, 'Invalid Request: "method" must be a string', request_id)
+        if "params" in body and not isinstance(body["params"], dict):
+            raise InvalidMessage(INVALID_REQUEST, 'Invalid Request: "params" must be an object', request_id)
+        return Message("request" if has_id else "notification", body)
+    if has_id and (("result" in body) != ("error" in body)):
+        return Message("response", body)
+    raise InvalidMessage(INVALID_REQUEST, "Invalid Request: neither a request, a notification nor a response",
+                         request_id if has_id else None)
+
+
+def _safe_id(value: Any) -> Any:
+    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def error_body(request_id: Any, code: int, message: str, data: Any = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return dumps({"jsonrpc": "2.0", "id": request_id, "error": error})
+
+
+def result_body(request_id: Any, result: dict[str, Any]) -> bytes:
+    return dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
+# --- eras -------------------------------------------------------------------------------
+
+
+def is_modern_version(version: str | None) -> bool:
+    # Revisions are dates; anything from 2026-07-28 on is the stateless era.
+    return bool(version) and (version in MODERN_VERSIONS or str(version) >= FIRST_MODERN_VERSION)
+
+
+def era_of(message: Message, version_header: str | None, session_id: str | None) -> str:
+    """`modern` for a 2026-07-28 request (its `_meta` or its MCP-Protocol-Version header says
+    so, and it carries no session), else `legacy`."""
+    if session_id:
+        return "legacy"
+    meta = message.params.get("_meta")
+    if isinstance(meta, dict) and is_modern_version(meta.get(PROTOCOL_VERSION_META_KEY)):
+        return "modern"
+    if is_modern_version(version_header) or message.method == "server/discover":
+        return "modern"
+    return "legacy"
+
+
+def header_mismatch(message: Message, headers: dict[str, str], era: str) -> str | None:
+    """The name of the first routing header that disagrees with the body, else None.
+
+    In the modern era `Mcp-Method` (and `Mcp-Name` for name-bearing methods) are required; in
+    the legacy era they are optional but, when present, must agree too."""
+    from mcp.shared.inbound import decode_header_value  # the SDK's codec for =?base64?...?= values
+
+    if message.kind != "request":
+        return None
+    method_header = headers.get("mcp-method")
+    if method_header is None:
+        if era == "modern":
+            return "Mcp-Method"
+    elif method_header != message.method:
+        return "Mcp-Method"
+    meta = message.params.get("_meta")
+    body_version = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None
+    if era == "modern" and body_version is not None and headers.get("mcp-protocol-version") != body_version:
+        return "MCP-Protocol-Version"
+    name_key = NAME_PARAMS.get(message.method)
+    if name_key is not None:
+        body_name = message.params.get(name_key)
+        name_header = headers.get("mcp-name")
+        if name_header is None:
+            if era == "modern" and body_name is not None:
+                return "Mcp-Name"
+        elif decode_header_value(name_header) != body_name:
+            return "Mcp-Name"
+    return None
+
+
+# --- SSE ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    raw: bytes  # the exact bytes, terminating blank line included
+    event: str
+    data: str
+    id: str | None
+
+    @property
+    def is_message(self) -> bool:
+        return self.event in ("", "message") and bool(self.data)
+
+
+def parse_sse_event(raw: bytes) -> SseEvent:
+    event, data_lines, event_id = "", [], None
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        if not line or line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if field == "event":
+            event = value
+        elif field == "data":
+            data_lines.append(value)
+        elif field == "id":
+            event_id = value
+    return SseEvent(raw=raw, event=event, data="\n".join(data_lines), id=event_id)
+
+
+class SseSplitter:
+    """Cuts a byte stream into whole SSE events (each with its exact bytes)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        self._buffer += chunk
+        while True:
+            end = _event_end(self._buffer)
+            if end < 0:
+                return
+            raw, self._buffer = self._buffer[:end], self._buffer[end:]
+            yield raw
+
+    def rest(self) -> bytes:
+        raw, self._buffer = self._buffer, b""
+        return raw
+
+
+def _event_end(buffer: bytes) -> int:
+    best = -1
+    for sep in (b"\r\n\r\n", b"\n\n", b"\r\r"):
+        at = buffer.find(sep)
+        if at >= 0 and (best < 0 or at + len(sep) < best):
+            best = at + len(sep)
+    return best
+
+
+def sse_message(payload: bytes) -> bytes:
+    return b"event: message\ndata: " + payload + b"\n\n"
+
+
+SSE_KEEPALIVE = b": keep-alive\n\n"

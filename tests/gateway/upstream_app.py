@@ -1,0 +1,155 @@
+"""A real MCP upstream for the gateway tests: the official Python SDK's MCPServer over
+Streamable HTTP, in stateless JSON mode or stateful SSE mode.
+
+Every HTTP request it receives is appended to the JSON Lines file named by --log (method,
+MCP method, headers that matter), so a test can prove what did or did not reach it.
+
+  python tests/gateway/upstream_app.py --port 9000 --mode stateful|stateless --log FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Annotated, Any
+
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.resolve import Elicit, Resolve
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import BaseModel
+
+app = MCPServer("gateway-test-upstream")
+
+
+@app.tool()
+def echo(message: str) -> str:
+    """Echo the message back."""
+    return f"Echo: {message}"
+
+
+@app.tool()
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@app.tool()
+def delete_everything(confirm: bool = False) -> str:
+    """Deletes everything (the tests never let an agent reach it)."""
+    return "everything deleted"
+
+
+@app.tool()
+def fail(message: str = "boom") -> str:
+    """Always raises: the result is an isError tool result."""
+    raise RuntimeError(message)
+
+
+@app.tool()
+async def slow(seconds: float) -> str:
+    """Sleeps, then answers: used for upstream timeouts."""
+    await asyncio.sleep(seconds)
+    return f"slept {seconds}"
+
+
+@app.tool()
+async def count_up(steps: int, ctx: Context) -> str:
+    """Reports progress `steps` times."""
+    for step in range(1, steps + 1):
+        await ctx.report_progress(step, steps, f"step {step}")
+        await asyncio.sleep(0.01)
+    return f"counted to {steps}"
+
+
+class Name(BaseModel):
+    name: str
+
+
+async def ask_name() -> Elicit[Name]:
+    return Elicit("What is your name?", Name)
+
+
+@app.tool()
+async def greet_asked(who: Annotated[Name, Resolve(ask_name)]) -> str:
+    """Asks the client for a name (elicitation mid-call, or an MRTR round on 2026-07-28)."""
+    return f"Hello, {who.name}!"
+
+
+@app.resource("test://static-text")
+def static_text() -> str:
+    return "static text"
+
+
+@app.prompt()
+def simple_prompt() -> str:
+    return "A simple prompt"
+
+
+LOGGED_HEADERS = ("authorization", "cookie", "host", "x-upstream-token", "mcp-session-id",
+                  "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept", "origin")
+
+
+class RequestLog:
+    """ASGI middleware: one JSON line per HTTP request, written before it is handled."""
+
+    def __init__(self, inner: Any, path: str) -> None:
+        self.inner = inner
+        self.path = path
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.inner(scope, receive, send)
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        entry = {
+            "method": scope["method"],
+            "mcp_method": parsed.get("method") if isinstance(parsed, dict) else None,
+            "is_response": isinstance(parsed, dict) and "method" not in parsed,
+            "headers": {k: headers[k] for k in LOGGED_HEADERS if k in headers},
+            "size": len(body),
+        }
+        with open(self.path, "a") as log:
+            log.write(json.dumps(entry) + "\n")
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.inner(scope, replay, send)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--mode", choices=["stateful", "stateless"], default="stateful")
+    parser.add_argument("--log", required=True)
+    args = parser.parse_args()
+    stateless = args.mode == "stateless"
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"127.0.0.1:{args.port}", f"localhost:{args.port}"],
+    )
+    starlette_app = app.streamable_http_app(
+        json_response=stateless, stateless_http=stateless, transport_security=security
+    )
+    uvicorn.run(RequestLog(starlette_app, args.log), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -101,6 +101,11 @@ def revoke_key(*, acting_user: str, key: AgentKey) -> None:
     _changed()
 
 
+def mark_key_used(key_id: int) -> None:
+    """Bookkeeping, not an admin change: no audit entry and no configuration bump."""
+    AgentKey.objects.filter(id=key_id).update(last_used_at=timezone.now())
+
+
 # --- people: dashboard users, their roles (Django groups) and REST API tokens --------------
 
 ROLE_ADMIN = "admin"

@@ -27,6 +27,9 @@ class ConfigStamp(models.Model):
     generation = models.BigIntegerField(default=0)
     changed_at = models.DateTimeField(default=timezone.now)
 
+    def __str__(self) -> str:
+        return f"configuration generation {self.generation}"
+
     @classmethod
     def bump(cls) -> None:
         stamp, _ = cls.objects.select_for_update().get_or_create(id=1)

@@ -1,0 +1,89 @@
+"""The reviewer's pages: the live queue, one approval with its arguments and a countdown,
+approve / deny with a comment, and the history of decided approvals."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from approvals_app import actions
+from approvals_app.forms import DecisionForm
+from approvals_app.models import PENDING, Approval
+
+HISTORY_LIMIT = 200
+
+
+def _rows(request: HttpRequest) -> list[dict]:
+    pending = Approval.objects.filter(status=PENDING).order_by("expires_at", "id")
+    return [{"approval": a, "may_decide": actions.may_decide(request.user, a)[0]}
+            for a in actions.visible_to(request.user, pending)]
+
+
+@login_required
+def queue(request: HttpRequest) -> HttpResponse:
+    if request.GET.get("fragment") == "rows":
+        return render(request, "approvals/_rows.html", {"rows": _rows(request)})
+    return render(request, "approvals/queue.html", {"rows": _rows(request)})
+
+
+def _visible(request: HttpRequest, pk: int) -> Approval:
+    approval = get_object_or_404(Approval, pk=pk)
+    if not actions.may_see(request.user, approval):
+        raise Http404("No such approval")
+    return approval
+
+
+def _detail(request: HttpRequest, approval: Approval, *, form: DecisionForm | None = None,
+            error: str = "", status: int = 200) -> HttpResponse:
+    may, why = actions.may_decide(request.user, approval)
+    return render(request, "approvals/detail.html", {
+        "approval": approval,
+        "arguments": sorted(approval.arguments.items()) if isinstance(approval.arguments, dict) else [],
+        "arguments_json": json.dumps(approval.arguments, indent=2, sort_keys=True, ensure_ascii=False),
+        "factors": (approval.risk or {}).get("factors", []),
+        "score": (approval.risk or {}).get("score", 0),
+        "votes": approval.votes.all(),
+        "may_decide": may and approval.is_open(),
+        "why_not": why,
+        "form": form or DecisionForm(),
+        "error": error,
+    }, status=status)
+
+
+@login_required
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _detail(request, _visible(request, pk))
+
+
+@login_required
+@require_POST
+def decide(request: HttpRequest, pk: int, verdict: str) -> HttpResponse:
+    approval = _visible(request, pk)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        return _detail(request, approval, form=form, status=400)
+    try:
+        approval = actions.decide(approval.pk, acting_user=request.user, approve=verdict == "approve",
+                                  comment=form.cleaned_data["comment"])
+    except actions.NotAllowed as exc:
+        return _detail(request, approval, form=form, error=str(exc), status=403)
+    except actions.AlreadyDecided as exc:
+        approval.refresh_from_db()
+        return _detail(request, approval, form=form, error=str(exc), status=409)
+    messages.success(request, f"Approval {approval.pk}: {approval.status}")
+    return redirect("approvals:detail", pk=approval.pk)
+
+
+@login_required
+def history(request: HttpRequest) -> HttpResponse:
+    decided = Approval.objects.exclude(status=PENDING)
+    wanted = request.GET.get("status", "")
+    if wanted in ("approved", "denied", "expired"):
+        decided = decided.filter(status=wanted)
+    approvals = actions.visible_to(request.user, decided.order_by("-decided_at", "-id")[:HISTORY_LIMIT])
+    return render(request, "approvals/history.html", {"approvals": approvals, "wanted": wanted})

@@ -5,3 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 websocket_urlpatterns: list[Any] = []
+
+from django.urls import path  # noqa: E402
+
+from approvals_app.consumers import ApprovalQueueConsumer  # noqa: E402
+
+websocket_urlpatterns += [path("ws/approvals/", ApprovalQueueConsumer.as_asgi())]

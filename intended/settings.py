@@ -199,6 +199,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "approvals_app.tasks.expire_due",
         "schedule": timedelta(seconds=5),
     },
+    "remind-approvals": {
+        "task": "approvals_app.tasks.remind_due",
+        "schedule": timedelta(seconds=10),
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -270,6 +274,15 @@ INTENDED_AUDIT_ORIGIN = env_str("INTENDED_AUDIT_ORIGIN", "intended.local/audit")
 INTENDED_CONFIG_POLL_SECONDS = float(env_str("INTENDED_CONFIG_POLL_SECONDS", "0.5") or 0.5)
 # Idle SSE keep-alive interval (seconds) while a call is held or a stream is quiet.
 INTENDED_KEEPALIVE_SECONDS = float(env_str("INTENDED_KEEPALIVE_SECONDS", "15") or 15)
+# --- approvals: where reviewers are told (approvals_app.notifications) ---
+INTENDED_PUBLIC_URL = env_str("INTENDED_PUBLIC_URL", "http://localhost:8000")
+INTENDED_WEBHOOK_URL = env_str("INTENDED_WEBHOOK_URL")
+INTENDED_WEBHOOK_SECRET = env_str("INTENDED_WEBHOOK_SECRET")
+INTENDED_WEBHOOK_FORMAT = env_str("INTENDED_WEBHOOK_FORMAT", "json")  # json | slack
+INTENDED_WEBHOOK_ATTEMPTS = env_int("INTENDED_WEBHOOK_ATTEMPTS", 4, minimum=1)
+INTENDED_WEBHOOK_BACKOFF_SECONDS = float(env_str("INTENDED_WEBHOOK_BACKOFF_SECONDS", "1") or 1)
+# How often a held call re-reads its approval when no wake-up message came (the DB is the truth).
+INTENDED_APPROVAL_POLL_SECONDS = float(env_str("INTENDED_APPROVAL_POLL_SECONDS", "2") or 2)
 
 # json: one object per line with call_id/agent/server (intended/logging.py); text for a terminal.
 LOG_FORMAT = env_str("LOG_FORMAT", "text" if EMBEDDED else "json")

@@ -12,4 +12,6 @@ urlpatterns = [
     path("healthz", operations.healthz, name="healthz"),
     path("readyz", operations.readyz, name="readyz"),
     path("metrics", operations.metrics_view, name="metrics"),
+    path("approvals/", include("approvals_app.urls")),
+    path("api/approvals/", include("approvals_app.api")),
 ]

@@ -119,6 +119,7 @@ INSTALLED_APPS = [
     "policies_app",
     "audit_app",
     "approvals_app",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -146,6 +147,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.navigation.navigation",
             ],
         },
     },

@@ -14,4 +14,5 @@ urlpatterns = [
     path("metrics", operations.metrics_view, name="metrics"),
     path("approvals/", include("approvals_app.urls")),
     path("api/approvals/", include("approvals_app.api")),
+    path("", include("dashboard.urls")),
 ]

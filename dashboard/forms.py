@@ -1,0 +1,146 @@
+"""The dashboard's forms: labelled fields, validation messages an admin can act on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.core.validators import validate_slug
+
+from gateway.addresses import UnsafeUpstream, check_upstream_url
+from gateway.models import Agent, Server
+
+
+def comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+class AgentForm(forms.Form):
+    name = forms.CharField(max_length=64, validators=[validate_slug],
+                           help_text="Letters, digits, - and _. It is how policies name the agent.")
+    owner = forms.CharField(max_length=150, required=False,
+                            help_text="The person responsible; they may not approve its calls.")
+    roles = forms.CharField(required=False, help_text="Comma-separated, e.g. support, tier-1.")
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    def __init__(self, *args: Any, existing: Agent | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.existing = existing
+        if existing is not None:
+            self.fields["name"].disabled = True
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if self.existing is None and Agent.objects.filter(name=name).exists():
+            raise forms.ValidationError("An agent with this name already exists.")
+        return name
+
+    def agent_fields(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {"owner": data["owner"], "roles": comma_list(data["roles"]), "enabled": data["enabled"]}
+
+
+class KeyForm(forms.Form):
+    label = forms.CharField(max_length=100, required=False,
+                            help_text="Where the key will be used, e.g. production bot.")
+
+
+class ServerForm(forms.Form):
+    name = forms.SlugField(max_length=64, help_text="Agents connect to /mcp/<name>.")
+    url = forms.URLField(label="URL", max_length=500, assume_scheme="https",
+                         help_text="The Streamable HTTP endpoint, e.g. https://tools.example.com/mcp.")
+    credential_header = forms.CharField(max_length=100, required=False, initial="Authorization",
+                                        help_text="The header the upstream expects its credential in.")
+    credential = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                 help_text="Stored encrypted; never shown again.")
+    domain_pack = forms.CharField(max_length=64, required=False, help_text="e.g. saas-ops.")
+    new_tools = forms.ChoiceField(choices=[("pin", "Pin on first use"), ("hold", "Hold until approved")],
+                                  initial="pin", label="New tools")
+    timeout_seconds = forms.FloatField(initial=30.0, min_value=0.1, max_value=3600, label="Timeout (seconds)")
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if Server.objects.filter(name=name).exists():
+            raise forms.ValidationError("A server with this name already exists.")
+        return name
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        try:
+            check_upstream_url(url)
+        except UnsafeUpstream as exc:
+            raise forms.ValidationError(f"This upstream is not allowed: {exc}.") from None
+        return url
+
+    def server_fields(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {"url": data["url"], "credential_header": data["credential_header"],
+                "domain_pack": data["domain_pack"], "new_tools": data["new_tools"],
+                "timeout_seconds": data["timeout_seconds"]}
+
+
+class CredentialForm(forms.Form):
+    credential_header = forms.CharField(max_length=100, initial="Authorization")
+    credential = forms.CharField(label="New credential", widget=forms.PasswordInput(render_value=False),
+                                 help_text="Replaces the stored one at once for every gateway replica.")
+
+
+class ConfigForm(forms.Form):
+    config = forms.CharField(label="Configuration (YAML)", widget=forms.Textarea(attrs={
+        "rows": 28, "spellcheck": "false", "autocomplete": "off", "class": "code"}))
+
+
+class SimulateForm(forms.Form):
+    agent = forms.ChoiceField()
+    server = forms.ChoiceField()
+    tool = forms.CharField(max_length=200)
+    arguments = forms.CharField(widget=forms.Textarea(attrs={"rows": 6, "class": "code"}),
+                                initial="{}", help_text="A JSON object, as the agent would send it.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["agent"].choices = [(a, a) for a in Agent.objects.values_list("name", flat=True)]
+        self.fields["server"].choices = [(s, s) for s in Server.objects.values_list("name", flat=True)]
+
+    def clean_arguments(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.cleaned_data["arguments"] or "{}")
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError("The arguments must be a JSON object.")
+        return value
+
+
+DECISION_CHOICES = [("", "Any decision"), ("allow", "allow"), ("deny", "deny"), ("escalate", "escalate")]
+
+
+class AuditSearchForm(forms.Form):
+    start = forms.DateTimeField(label="From", required=False,
+                                widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    end = forms.DateTimeField(label="To", required=False,
+                              widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    agent = forms.CharField(required=False)
+    intent = forms.CharField(required=False, help_text="A glob, e.g. financial.refund.*")
+    decision = forms.ChoiceField(choices=DECISION_CHOICES, required=False)
+    server = forms.CharField(required=False)
+    tool = forms.CharField(required=False)
+
+    def filters(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        found: dict[str, Any] = {}
+        if data.get("start"):
+            found["from"] = data["start"]
+        if data.get("end"):
+            found["to"] = data["end"]
+        for name in ("agent", "intent", "decision", "server", "tool"):
+            if data.get(name):
+                found[name] = data[name]
+        return found
+
+    def query_string(self) -> str:
+        from urllib.parse import urlencode
+
+        params = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in self.filters().items()}
+        return urlencode(params)

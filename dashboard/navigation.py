@@ -1,0 +1,59 @@
+"""The navigation each role sees: only the pages it may use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.http import HttpRequest
+
+from dashboard import roles
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    href: str
+
+    def current(self, path: str) -> bool:
+        return path == self.href if self.href == "/" else path.startswith(self.href)
+
+
+def items_for(user: Any) -> list[NavItem]:
+    if not roles.signed_in(user):
+        return []
+    items = [NavItem("Overview", "/")]
+    if roles.is_reviewer(user):
+        items.append(NavItem("Approvals", "/approvals/"))
+    if roles.is_admin(user):
+        items += [NavItem("Agents", "/agents/"), NavItem("Servers", "/servers/"),
+                  NavItem("Policies", "/policies/")]
+    if roles.is_auditor(user):
+        items.append(NavItem("Audit", "/audit/"))
+    return items
+
+
+def pending_approvals(user: Any) -> int | None:
+    """How many approvals wait for this user's decision (None when approvals are not installed)."""
+    try:
+        from approvals_app.models import PENDING, Approval
+    except ImportError:
+        return None
+    from django.utils import timezone
+
+    pending = Approval.objects.filter(status=PENDING, expires_at__gt=timezone.now())
+    if roles.is_admin(user):
+        return pending.count()
+    mine = {f"role:{r}" for r in roles.reviewer_roles(user)} | {f"user:{user.get_username()}"}
+    return sum(1 for names in pending.values_list("reviewers", flat=True) if mine & set(names or []))
+
+
+def navigation(request: HttpRequest) -> dict[str, Any]:
+    user = getattr(request, "user", None)
+    items = items_for(user)
+    return {
+        "nav_items": [(item, item.current(request.path)) for item in items],
+        "pending_count": pending_approvals(user) if roles.is_reviewer(user) else None,
+        "is_admin": roles.is_admin(user),
+        "user_roles": sorted(roles.roles(user)) if user is not None else [],
+    }

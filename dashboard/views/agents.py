@@ -1,0 +1,137 @@
+"""Agents: create, disable, keys (shown once), tool scope from the live catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.db.models import Count, Max, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from dashboard import catalog, roles
+from dashboard.forms import AgentForm, KeyForm
+from gateway import actions
+from gateway.models import Agent, AgentKey, Server
+
+
+def actor(request: HttpRequest) -> str:
+    return request.user.get_username()
+
+
+@roles.admin_required
+def agent_list(request: HttpRequest) -> HttpResponse:
+    form = AgentForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        agent = actions.save_agent(acting_user=actor(request), name=form.cleaned_data["name"],
+                                   **form.agent_fields())
+        messages.success(request, f"Agent {agent.name} created. Scope its tools and issue a key.")
+        return redirect("dashboard:agent", name=agent.name)
+    agents = Agent.objects.annotate(
+        active_keys=Count("keys", filter=Q(keys__revoked_at__isnull=True)),
+        last_used=Max("keys__last_used_at"),
+    )
+    return render(request, "dashboard/agents.html", {"agents": agents, "form": form},
+                  status=400 if form.errors else 200)
+
+
+def _agent_page(request: HttpRequest, agent: Agent, **extra: Any) -> HttpResponse:
+    status = extra.pop("status", 200)
+    context = {
+        "agent": agent,
+        "form": AgentForm(initial={"name": agent.name, "owner": agent.owner,
+                                   "roles": ", ".join(agent.roles), "enabled": agent.enabled},
+                          existing=agent),
+        "key_form": KeyForm(),
+        "keys": agent.keys.all(),
+        "scope": sorted(agent.tool_scope.items()),
+    } | extra
+    return render(request, "dashboard/agent.html", context, status=status)
+
+
+@roles.admin_required
+def agent_detail(request: HttpRequest, name: str) -> HttpResponse:
+    agent = get_object_or_404(Agent, name=name)
+    if request.method == "POST":
+        form = AgentForm(request.POST, existing=agent, initial={"name": agent.name})
+        if form.is_valid():
+            actions.save_agent(acting_user=actor(request), name=agent.name, **form.agent_fields())
+            messages.success(request, f"Agent {agent.name} saved.")
+            return redirect("dashboard:agent", name=agent.name)
+        return _agent_page(request, agent, form=form, status=400)
+    return _agent_page(request, agent)
+
+
+@roles.admin_required
+@require_POST
+def agent_toggle(request: HttpRequest, name: str) -> HttpResponse:
+    agent = get_object_or_404(Agent, name=name)
+    actions.save_agent(acting_user=actor(request), name=agent.name, enabled=not agent.enabled)
+    messages.success(request, f"Agent {agent.name} {'disabled' if agent.enabled else 'enabled'}.")
+    return redirect("dashboard:agent", name=agent.name)
+
+
+@roles.admin_required
+@require_POST
+def key_issue(request: HttpRequest, name: str) -> HttpResponse:
+    agent = get_object_or_404(Agent, name=name)
+    form = KeyForm(request.POST)
+    if not form.is_valid():
+        return _agent_page(request, agent, key_form=form, status=400)
+    key, full_key = actions.issue_key(acting_user=actor(request), agent=agent,
+                                      label=form.cleaned_data["label"])
+    # Rendered, not redirected: the key exists only in this response and is never stored.
+    response = _agent_page(request, agent, new_key=full_key, new_key_row=key)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@roles.admin_required
+@require_POST
+def key_revoke(request: HttpRequest, name: str, prefix: str) -> HttpResponse:
+    key = get_object_or_404(AgentKey, agent__name=name, prefix=prefix)
+    if key.revoked_at is None:
+        actions.revoke_key(acting_user=actor(request), key=key)
+        messages.success(request, f"Key {key} revoked; it stops working within a second.")
+    return redirect("dashboard:agent", name=name)
+
+
+def scope_from_post(post: Any, servers: list[str]) -> dict[str, Any]:
+    """{server: "*" | [tools]} from the scope form; a server with nothing chosen is closed."""
+    scope: dict[str, Any] = {}
+    for server in servers:
+        if post.get(f"all:{server}"):
+            scope[server] = "*"
+            continue
+        tools = sorted({t for t in post.getlist(f"tools:{server}") if t})
+        extra = post.get(f"extra:{server}", "")
+        tools = sorted(set(tools) | {t.strip() for t in extra.split(",") if t.strip()})
+        if tools:
+            scope[server] = tools
+    return scope
+
+
+@roles.admin_required
+def agent_scope(request: HttpRequest, name: str) -> HttpResponse:
+    agent = get_object_or_404(Agent, name=name)
+    servers = list(Server.objects.all())
+    if request.method == "POST":
+        scope = scope_from_post(request.POST, [s.name for s in servers])
+        actions.save_agent(acting_user=actor(request), name=agent.name, tool_scope=scope)
+        messages.success(request, f"Tool scope of {agent.name} saved.")
+        return redirect("dashboard:agent", name=agent.name)
+    rows = []
+    for server in servers:
+        allowed = agent.tool_scope.get(server.name)
+        try:
+            tools, error = catalog.fetch_tools(server), ""
+        except catalog.CatalogUnavailable as exc:
+            tools, error = [], str(exc)
+        names = {t.name for t in tools}
+        chosen = set(allowed) if isinstance(allowed, list) else set()
+        rows.append({
+            "server": server, "tools": tools, "error": error, "all": allowed == "*",
+            "chosen": chosen, "unlisted": sorted(chosen - names),
+        })
+    return render(request, "dashboard/agent_scope.html", {"agent": agent, "rows": rows})

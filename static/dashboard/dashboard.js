@@ -1,0 +1,81 @@
+// Small progressive enhancements; every page works without them.
+(function () {
+  "use strict";
+
+  // Phone navigation toggle.
+  document.addEventListener("click", function (event) {
+    var toggle = event.target.closest("[data-menu-toggle]");
+    if (!toggle) return;
+    var bar = toggle.closest(".topbar");
+    var open = bar.classList.toggle("open");
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+  });
+
+  // Copy a secret shown once.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button) return;
+    var target = document.getElementById(button.getAttribute("data-copy"));
+    if (!target || !navigator.clipboard) return;
+    navigator.clipboard.writeText(target.textContent.trim()).then(function () {
+      button.textContent = "Copied";
+    });
+  });
+
+  // Jump from a problem to its line in the editor.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest("[data-line]");
+    if (!link) return;
+    var editor = document.getElementById("id_config");
+    if (!editor) return;
+    event.preventDefault();
+    var line = parseInt(link.getAttribute("data-line"), 10);
+    var lines = editor.value.split("\n");
+    var start = 0;
+    for (var i = 0; i < line - 1 && i < lines.length; i++) start += lines[i].length + 1;
+    editor.focus();
+    editor.setSelectionRange(start, start + (lines[line - 1] || "").length);
+    var lineHeight = parseFloat(getComputedStyle(editor).lineHeight) || 18;
+    editor.scrollTop = Math.max(0, (line - 3) * lineHeight);
+  });
+
+  // Tab inserts two spaces in the YAML editor; Escape then Tab leaves it (keyboard users).
+  document.addEventListener("keydown", function (event) {
+    var editor = event.target;
+    if (editor.id !== "id_config") return;
+    if (event.key === "Escape") { editor.dataset.escape = "1"; return; }
+    if (event.key !== "Tab" || event.shiftKey || editor.dataset.escape === "1") {
+      editor.dataset.escape = "";
+      return;
+    }
+    event.preventDefault();
+    var s = editor.selectionStart;
+    editor.value = editor.value.slice(0, s) + "  " + editor.value.slice(editor.selectionEnd);
+    editor.selectionStart = editor.selectionEnd = s + 2;
+  });
+
+  // Live audit tail over a websocket.
+  function startTail(box) {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + location.host + box.getAttribute("data-tail"));
+    var status = document.getElementById("tail-status");
+    socket.onopen = function () { if (status) status.textContent = "Live: new entries appear here."; };
+    socket.onclose = function () { if (status) status.textContent = "Disconnected. Reload the page to follow again."; };
+    socket.onmessage = function (message) {
+      var e = JSON.parse(message.data);
+      var empty = box.querySelector(".empty-tail");
+      if (empty) empty.remove();
+      var line = document.createElement("p");
+      var link = document.createElement("a");
+      link.href = "/audit/entries/" + e.seq + "/";
+      link.textContent = "#" + e.seq;
+      line.appendChild(link);
+      line.appendChild(document.createTextNode(" " + e.time.slice(11, 19) + " " + e.kind + " " +
+        [e.agent, e.server && e.tool ? e.server + "/" + e.tool : "", e.intent, e.decision, e.reason]
+          .filter(Boolean).join(" · ")));
+      box.insertBefore(line, box.firstChild);
+      while (box.children.length > 200) box.removeChild(box.lastChild);
+    };
+  }
+  document.querySelectorAll("[data-tail]").forEach(startTail);
+})();

@@ -20,6 +20,11 @@ def _changed() -> None:
 
 @transaction.atomic(durable=True)
 def save_server(*, acting_user: str, name: str, credential: str | None = None, **fields: Any) -> Server:
+    return write_server(acting_user=acting_user, name=name, credential=credential, **fields)
+
+
+def write_server(*, acting_user: str, name: str, credential: str | None = None, **fields: Any) -> Server:
+    """save_server inside the caller's transaction (bulk changes such as `apply`)."""
     server, created = Server.objects.get_or_create(name=name, defaults=fields)
     if not created:
         for key, value in fields.items():
@@ -40,6 +45,11 @@ def save_server(*, acting_user: str, name: str, credential: str | None = None, *
 
 @transaction.atomic(durable=True)
 def delete_server(*, acting_user: str, name: str) -> None:
+    remove_server(acting_user=acting_user, name=name)
+
+
+def remove_server(*, acting_user: str, name: str) -> None:
+    """delete_server inside the caller's transaction."""
     Server.objects.filter(name=name).delete()
     record_admin("server.deleted", actor=acting_user, target=name)
     _changed()
@@ -47,6 +57,11 @@ def delete_server(*, acting_user: str, name: str) -> None:
 
 @transaction.atomic(durable=True)
 def save_agent(*, acting_user: str, name: str, **fields: Any) -> Agent:
+    return write_agent(acting_user=acting_user, name=name, **fields)
+
+
+def write_agent(*, acting_user: str, name: str, **fields: Any) -> Agent:
+    """save_agent inside the caller's transaction."""
     agent, created = Agent.objects.get_or_create(name=name, defaults=fields)
     if not created:
         for key, value in fields.items():
@@ -62,6 +77,11 @@ def save_agent(*, acting_user: str, name: str, **fields: Any) -> Agent:
 
 @transaction.atomic(durable=True)
 def delete_agent(*, acting_user: str, name: str) -> None:
+    remove_agent(acting_user=acting_user, name=name)
+
+
+def remove_agent(*, acting_user: str, name: str) -> None:
+    """delete_agent inside the caller's transaction."""
     Agent.objects.filter(name=name).delete()
     record_admin("agent.deleted", actor=acting_user, target=name)
     _changed()

@@ -30,27 +30,38 @@ def resolve_intent(ctx: CallContext, snap: Snapshot, deps: Any) -> None:
     ctx.attributes = packs.derive_attributes(ctx.server.domain_pack, ctx.intent, ctx.arguments)
 
 
-def check_scope_and_pin(ctx: CallContext, snap: Snapshot, deps: Any) -> None:
+async def check_scope_and_pin(ctx: CallContext, snap: Snapshot, deps: Any) -> None:
+    """Out of scope, held, and never seen in the server's catalog all look the same: unknown."""
     if not ctx.agent.may_use_tool(ctx.server.name, ctx.tool):
         raise UnknownTool(ctx.tool)
     from policies_app import pinning
 
-    ctx.tool_hash = pinning.admitted_hash(snap, ctx.server.name, ctx.tool)
+    pin = await pinning.current_pin(snap, ctx.server.name, ctx.tool)
+    if pin is None or not pin.admitted:
+        raise UnknownTool(ctx.tool)
+    ctx.tool_hash = pin.definition_hash
 
 
 async def read_velocity(ctx: CallContext, snap: Snapshot, deps: Any) -> None:
     from policies_app import velocity
 
-    ctx.velocity = await velocity.read(snap.policy, ctx)
+    try:
+        ctx.velocity = await velocity.read(snap.policy, ctx)
+    except velocity.VelocityUnavailable:
+        rules = [r.id for r in snap.policy.velocity_for(ctx.intent, ctx.agent)]
+        ctx.deny(velocity.UNAVAILABLE, rules=rules)
 
 
 def score_risk(ctx: CallContext, snap: Snapshot, deps: Any) -> None:
-    from policies_app import packs
+    from policies_app import packs, pinning
 
-    ctx.risk = packs.score_risk(ctx.server.domain_pack, ctx)
+    annotations = pinning.annotations(snap, ctx.server.name, ctx.tool)
+    ctx.risk = packs.score_risk(ctx.server.domain_pack, ctx, annotations=annotations)
 
 
 def apply_policy(ctx: CallContext, snap: Snapshot, deps: Any) -> None:
+    if ctx.decision == DENY:
+        return  # an earlier stage already refused the call (fail closed)
     snap.policy.decide(ctx)
 
 

@@ -38,6 +38,8 @@ class Snapshot:
     servers: Mapping[str, ServerView]
     policy: Any  # policies_app.rules.PolicyIndex
     extras: Mapping[str, Any] = field(default_factory=dict)
+    # (server, tool) -> policies_app.pinning.PinView: the pinned tool definitions
+    pins: Mapping[tuple[str, str], Any] = field(default_factory=dict)
 
 
 def _agent_view(agent: Any) -> AgentView:
@@ -76,6 +78,7 @@ def build_snapshot() -> Snapshot:
     from django.db import transaction
 
     from gateway.models import Agent, AgentKey, ConfigStamp, Server
+    from policies_app.pinning import load_pins
     from policies_app.rules import load_policy_index
 
     with transaction.atomic():
@@ -87,7 +90,10 @@ def build_snapshot() -> Snapshot:
         }
         servers = {s.name: _server_view(s) for s in Server.objects.all()}
         policy = load_policy_index()
-    return Snapshot(generation=generation, agents=agents, keys=keys, servers=servers, policy=policy)
+        pins = load_pins()
+    return Snapshot(
+        generation=generation, agents=agents, keys=keys, servers=servers, policy=policy, pins=pins
+    )
 
 
 class SnapshotCache:

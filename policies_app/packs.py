@@ -1,19 +1,281 @@
-"""SKELETON: replaced by the decision-engine issue (domain packs, intents, risk)."""
+"""Domain packs: intents, default tool -> intent mappings, derived attributes, risk models and
+redaction, shipped as data files in policies_app/packs/<name>.yaml.
+
+Everything here is pure over a loaded pack; packs are read once per process.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from gateway.context import CallContext, Risk, ServerView
 
+PACK_DIR = Path(__file__).resolve().parent / "packs"
+DAILY_COUNT = "today"  # ctx.velocity key: the agent's admitted calls of this intent today (UTC)
+REDACTED = "[REDACTED]"
+EMAIL = re.compile(r"[^\s,;<>\"']+@[^\s,;<>\"']+")
+
+
+@dataclass(frozen=True)
+class RiskFactor:
+    name: str
+    add: int
+    says: str
+    attribute: str = ""
+    at_least: float | None = None
+    calls_today_at_least: int | None = None
+    off_hours: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class RiskModel:
+    base: int = 0
+    factors: tuple[RiskFactor, ...] = ()
+
+    @property
+    def uses_daily_count(self) -> bool:
+        return any(f.calls_today_at_least is not None for f in self.factors)
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str
+    description: str = ""
+    intents: Mapping[str, str] = field(default_factory=dict)
+    tools: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, Mapping[str, Mapping[str, list[str]]]] = field(default_factory=dict)
+    risk: Mapping[str, RiskModel] = field(default_factory=dict)
+    destructive_hint_add: int = 20
+    redaction: Mapping[str, Mapping[str, frozenset[str]]] = field(default_factory=dict)
+
+    def risk_model(self, intent: str) -> RiskModel:
+        return self.risk.get(intent) or self.risk.get("default") or RiskModel()
+
+
+NO_PACK = Pack(name="")
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in PACK_DIR.glob("*.yaml"))
+
+
+@cache
+def load(name: str) -> Pack:
+    """The pack of that name; the empty name is the empty pack. Unknown names raise KeyError."""
+    if not name:
+        return NO_PACK
+    path = PACK_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"unknown domain pack {name!r} (available: {', '.join(available())})")
+    return parse_pack(yaml.safe_load(path.read_text()))
+
+
+def parse_pack(raw: Mapping[str, Any]) -> Pack:
+    risk = {
+        intent: RiskModel(
+            base=int(model.get("base", 0)),
+            factors=tuple(_risk_factor(f) for f in model.get("factors") or []),
+        )
+        for intent, model in (raw.get("risk") or {}).items()
+    }
+    redaction = {
+        intent: {how: frozenset(fields) for how, fields in spec.items()}
+        for intent, spec in (raw.get("redaction") or {}).items()
+    }
+    return Pack(
+        name=raw["name"],
+        description=raw.get("description", ""),
+        intents={k: (v or {}).get("description", "") for k, v in (raw.get("intents") or {}).items()},
+        tools=dict(raw.get("tools") or {}),
+        attributes=raw.get("attributes") or {},
+        risk=risk,
+        destructive_hint_add=int(raw.get("destructive_hint_add", 20)),
+        redaction=redaction,
+    )
+
+
+def _risk_factor(raw: Mapping[str, Any]) -> RiskFactor:
+    hours = raw.get("off_hours")
+    return RiskFactor(
+        name=raw["name"],
+        add=int(raw["add"]),
+        says=raw.get("says", raw["name"]),
+        attribute=raw.get("attribute", ""),
+        at_least=raw.get("at_least"),
+        calls_today_at_least=raw.get("calls_today_at_least"),
+        off_hours=(int(hours[0]), int(hours[1])) if hours else None,
+    )
+
+
+# --- intents -------------------------------------------------------------------------------
+
 
 def resolve_intent(server: ServerView, tool: str) -> str:
-    return server.tool_intents.get(tool) or f"mcp.{server.name}.{tool}"
+    """The server's own map first, then the pack's default, else mcp.<server>.<tool>."""
+    mapped = server.tool_intents.get(tool)
+    if mapped:
+        return mapped
+    pack_default = load(server.domain_pack).tools.get(tool)
+    return pack_default or f"mcp.{server.name}.{tool}"
 
 
-def derive_attributes(pack: str, intent: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    return {}
+# --- derived attributes --------------------------------------------------------------------
 
 
-def score_risk(pack: str, ctx: CallContext) -> Risk:
-    return Risk()
+def derive_attributes(pack: str, intent: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    specs = load(pack).attributes.get(intent) or {}
+    derived: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if "collect" in spec:
+            found = _collect_strings(arguments, spec["collect"])
+            if found is not None:
+                derived[name] = found
+        elif "number" in spec:
+            number = _first_number(arguments, spec["number"])
+            if number is not None:
+                derived[name] = number
+    return derived
+
+
+def _collect_strings(arguments: Mapping[str, Any], keys: list[str]) -> list[str] | None:
+    """Every address under these keys; None when none of the keys is present at all."""
+    present = False
+    values: list[str] = []
+    for key in keys:
+        if key not in arguments:
+            continue
+        present = True
+        values.extend(_strings_in(arguments[key]))
+    return values if present else None
+
+
+def _strings_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        addresses = EMAIL.findall(value)
+        if addresses:
+            return addresses
+        return [part.strip() for part in re.split(r"[,;]", value) if part.strip()]
+    if isinstance(value, Mapping):
+        # {"email": "...", "name": "..."} style recipients
+        inner = value.get("email") or value.get("address")
+        return _strings_in(inner) if inner is not None else []
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _strings_in(item)]
+    return []
+
+
+def _first_number(arguments: Mapping[str, Any], keys: list[str]) -> float | int | None:
+    for key in keys:
+        value = arguments.get(key)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            return value
+        if isinstance(value, str):
+            try:
+                return float(value) if "." in value else int(value)
+            except ValueError:
+                continue
+    return None
+
+
+def measure(value: Any) -> float | None:
+    """How a condition or risk factor sees a value: numbers as is, lists by length."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return len(value)
+    return None
+
+
+# --- risk ----------------------------------------------------------------------------------
+
+
+def uses_daily_count(pack: str, intent: str) -> bool:
+    return load(pack).risk_model(intent).uses_daily_count
+
+
+def score_risk(
+    pack: str,
+    ctx: CallContext,
+    *,
+    annotations: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> Risk:
+    loaded = load(pack)
+    model = loaded.risk_model(ctx.intent)
+    now = now or datetime.now(UTC)
+    score = model.base
+    factors: list[dict[str, Any]] = []
+    if model.base:
+        factors.append({"name": "base", "add": model.base, "says": f"base risk of {ctx.intent or 'this call'}"})
+    values = {**ctx.arguments, **ctx.attributes}
+    for factor in model.factors:
+        if _factor_applies(factor, values, ctx.velocity, now):
+            score += factor.add
+            factors.append({"name": factor.name, "add": factor.add, "says": factor.says})
+    if annotations and annotations.get("destructiveHint") is True:
+        add = loaded.destructive_hint_add
+        score += add
+        factors.append({"name": "destructive_hint", "add": add, "says": "the tool declares itself destructive"})
+    return Risk(score=max(0, min(100, score)), factors=factors)
+
+
+def _factor_applies(factor: RiskFactor, values: Mapping[str, Any], velocity: Mapping[str, int], now: datetime) -> bool:
+    if factor.attribute and factor.at_least is not None:
+        measured = measure(values.get(factor.attribute))
+        return measured is not None and measured >= factor.at_least
+    if factor.calls_today_at_least is not None:
+        if DAILY_COUNT not in velocity:
+            return True  # the count could not be read: assume the worse
+        return velocity[DAILY_COUNT] + 1 >= factor.calls_today_at_least
+    if factor.off_hours is not None:
+        start, end = factor.off_hours
+        hour = now.astimezone(UTC).hour
+        return (start <= hour or hour < end) if start > end else (start <= hour < end)
+    return False
+
+
+# --- redaction -----------------------------------------------------------------------------
+
+
+def redact(pack: str, intent: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments as the audit trail may keep them."""
+    loaded = load(pack) if pack else NO_PACK
+    rules = [loaded.redaction.get("default") or {}, loaded.redaction.get(intent) or {}]
+    hidden = frozenset().union(*(r.get("redact", frozenset()) for r in rules))
+    hashed = frozenset().union(*(r.get("hash", frozenset()) for r in rules))
+    return _redact_value(dict(arguments), hidden, hashed)
+
+
+def _redact_value(value: Any, hidden: frozenset[str], hashed: frozenset[str]) -> Any:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in hidden:
+                out[key] = REDACTED
+            elif key in hashed:
+                out[key] = {"sha256": _digest(item)}
+            else:
+                out[key] = _redact_value(item, hidden, hashed)
+        return out
+    if isinstance(value, list):
+        return [_redact_value(item, hidden, hashed) for item in value]
+    return value
+
+
+def _digest(value: Any) -> str:
+    raw = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()

@@ -1,17 +1,334 @@
-"""SKELETON: replaced by the decision-engine issue. Compiles policy into an in-memory index."""
+"""Policies compiled into an in-memory index: validated once, evaluated per call in microseconds.
+
+`compile(document, version)` is pure. The document is the normalized `policies` and
+`velocity_rules` sections that `policies_app.config` produces (and `PolicyVersion` stores).
+Rules are indexed by intent and agent on first use, so a decision looks at the few rules that
+can apply instead of all of them.
+"""
 
 from __future__ import annotations
 
-from gateway.context import ALLOW, CallContext
+import fnmatch
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.context import ALLOW, DENY, ESCALATE, AgentView, CallContext, Decision
+
+SEVERITY: dict[str, int] = {ALLOW: 0, ESCALATE: 1, DENY: 2}
+DEFAULT_ESCALATION: dict[str, Any] = {
+    "type": "single", "reviewers": ["role:admin"], "required": 1, "timeout_seconds": 300,
+}
+GLOB_CHARS = frozenset("*?[")
+CACHE_LIMIT = 50_000
 
 
+class CELError(Exception):
+    """A `when` expression failed to evaluate (or was not a boolean): the call is denied."""
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds from 60, "60s", "5m", "2h" or "1d"; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("not a duration")
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        if text[-1:] in units and text[:-1].isdigit() and int(text[:-1]) > 0:
+            return int(text[:-1]) * units[text[-1]]
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+    raise ValueError(f"{value!r} is not a duration such as 60s, 5m, 1h or 1d")
+
+
+def glob_matches(pattern: str, intent: str) -> bool:
+    return fnmatch.fnmatchcase(intent, pattern)
+
+
+@dataclass(frozen=True)
+class AgentSet:
+    """Agent names and role:<name> entries; `everyone` when the rule names no agents."""
+
+    names: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
+    everyone: bool = True
+
+    @classmethod
+    def parse(cls, entries: Sequence[str] | None) -> AgentSet:
+        if entries is None:
+            return cls()
+        names = frozenset(e for e in entries if not e.startswith("role:"))
+        roles = frozenset(e[len("role:"):] for e in entries if e.startswith("role:"))
+        return cls(names=names, roles=roles, everyone=False)
+
+    def contains(self, agent: AgentView) -> bool:
+        return self.everyone or agent.name in self.names or not self.roles.isdisjoint(agent.roles)
+
+
+@dataclass(frozen=True)
+class Condition:
+    attribute: str
+    bound: float
+    is_max: bool
+
+    def holds(self, values: Mapping[str, Any], attributes: Mapping[str, Any]) -> bool:
+        from policies_app.packs import measure
+
+        raw = attributes[self.attribute] if self.attribute in attributes else values.get(self.attribute)
+        measured = measure(raw)
+        if measured is None:
+            return False
+        return measured <= self.bound if self.is_max else measured >= self.bound
+
+
+def parse_conditions(raw: Mapping[str, Any] | None) -> tuple[Condition, ...]:
+    out = []
+    for key, bound in (raw or {}).items():
+        is_max = key.startswith("max_")
+        out.append(Condition(attribute=key[4:], bound=bound, is_max=is_max))
+    return tuple(out)
+
+
+def escalation_view(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not raw:
+        return dict(DEFAULT_ESCALATION)
+    kind = raw.get("type", "single")
+    return {
+        "type": kind,
+        "reviewers": list(raw.get("reviewers") or DEFAULT_ESCALATION["reviewers"]),
+        "required": int(raw.get("required", 1)) if kind == "quorum" else 1,
+        "timeout_seconds": parse_duration(raw.get("timeout", "300s")),
+    }
+
+
+class CompiledExpression:
+    """A CEL `when` expression, compiled once."""
+
+    def __init__(self, source: str) -> None:
+        import celpy
+
+        self.source = source
+        env = celpy.Environment()
+        self._program = env.program(env.compile(source))
+
+    def evaluate(self, activation: Mapping[str, Any]) -> bool:
+        import celpy
+
+        try:
+            result = self._program.evaluate(activation)
+        except Exception as exc:  # celpy raises CELEvalError and assorted TypeErrors
+            raise CELError(_first_line(exc)) from None
+        if isinstance(result, Exception):
+            raise CELError(_first_line(result))
+        if not isinstance(result, celpy.celtypes.BoolType | bool):
+            raise CELError(f"the expression gave {type(result).__name__}, not a boolean")
+        return bool(result)
+
+
+def _first_line(exc: BaseException) -> str:
+    args = getattr(exc, "args", ())
+    text = str(args[0]) if args else str(exc)
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def compile_expression(source: str) -> CompiledExpression:
+    """Raises ValueError with the parser's message when the expression does not compile."""
+    try:
+        return CompiledExpression(source)
+    except Exception as exc:
+        raise ValueError(f"CEL does not compile: {_first_line(exc)}") from None
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    intent: str
+    agents: AgentSet
+    decision: Decision
+    reason: str
+    conditions: tuple[Condition, ...] = ()
+    when: CompiledExpression | None = None
+    escalation: Mapping[str, Any] | None = None
+    order: int = 0
+
+    def default_reason(self, ctx: CallContext) -> str:
+        if self.decision == DENY:
+            return f"Policy {self.id} denies {ctx.intent} for {ctx.agent.name}"
+        if self.decision == ESCALATE:
+            return f"{ctx.intent} needs human approval ({self.id})"
+        return f"Allowed by {self.id}"
+
+
+@dataclass(frozen=True)
+class VelocityRule:
+    id: str
+    key: str  # stable across unrelated policy edits: counters survive a new version
+    intent: str
+    agents: AgentSet
+    window_seconds: int
+    max_calls: int
+    exceeded_action: Decision
+    reason: str
+    escalation: Mapping[str, Any] | None = None
+
+    def exceeded_reason(self) -> str:
+        return self.reason or (
+            f"Rate limit exceeded: at most {self.max_calls} calls of {self.intent} "
+            f"per {self.window_seconds}s"
+        )
+
+
+def _has_glob(intent: str) -> bool:
+    return not GLOB_CHARS.isdisjoint(intent)
+
+
+@dataclass
 class PolicyIndex:
-    version = 0
+    version: int = 0
+    rules: tuple[Rule, ...] = ()
+    velocity_rules: tuple[VelocityRule, ...] = ()
+    _exact: dict[str, list[Rule]] = field(default_factory=dict, repr=False)
+    _globs: list[Rule] = field(default_factory=list, repr=False)
+    _candidates: dict[tuple[str, str, frozenset[str]], tuple[Rule, ...]] = field(default_factory=dict, repr=False)
+    _velocity: dict[tuple[str, str, frozenset[str]], tuple[VelocityRule, ...]] = field(default_factory=dict, repr=False)
 
-    def decide(self, ctx: CallContext) -> None:
-        ctx.decision = ALLOW
-        ctx.reason = "skeleton: allow"
+    def __post_init__(self) -> None:
+        for rule in self.rules:
+            if _has_glob(rule.intent):
+                self._globs.append(rule)
+            else:
+                self._exact.setdefault(rule.intent, []).append(rule)
+
+    def candidates(self, intent: str, agent: AgentView) -> tuple[Rule, ...]:
+        """The rules whose intent glob and agent set match, in document order (cached)."""
+        key = (intent, agent.name, agent.roles)
+        found = self._candidates.get(key)
+        if found is None:
+            pool = self._exact.get(intent, []) + [r for r in self._globs if glob_matches(r.intent, intent)]
+            found = tuple(sorted((r for r in pool if r.agents.contains(agent)), key=lambda r: r.order))
+            if len(self._candidates) < CACHE_LIMIT:
+                self._candidates[key] = found
+        return found
+
+    def velocity_for(self, intent: str, agent: AgentView) -> tuple[VelocityRule, ...]:
+        key = (intent, agent.name, agent.roles)
+        found = self._velocity.get(key)
+        if found is None:
+            found = tuple(
+                r for r in self.velocity_rules if glob_matches(r.intent, intent) and r.agents.contains(agent)
+            )
+            if len(self._velocity) < CACHE_LIMIT:
+                self._velocity[key] = found
+        return found
+
+    def decide(self, ctx: CallContext, now: datetime | None = None) -> None:
+        """Most restrictive applicable rule wins; no applicable rule denies."""
+        ctx.policy_version = self.version
+        applicable: list[Rule] = []
+        activation: dict[str, Any] | None = None
+        for rule in self.candidates(ctx.intent, ctx.agent):
+            if not all(c.holds(ctx.arguments, ctx.attributes) for c in rule.conditions):
+                continue
+            if rule.when is not None:
+                if activation is None:
+                    activation = cel_activation(ctx, now)
+                try:
+                    if not rule.when.evaluate(activation):
+                        continue
+                except CELError as exc:
+                    ctx.deny(f"Denied: the condition of {rule.id} could not be evaluated ({exc})", rules=[rule.id])
+                    return
+            applicable.append(rule)
+        if not applicable:
+            ctx.deny(f"no policy allows {ctx.intent} for {ctx.agent.name}", rules=[])
+            return
+        decision = max((r.decision for r in applicable), key=SEVERITY.__getitem__)
+        deciding = [r for r in applicable if r.decision == decision]
+        ctx.decision = decision
+        ctx.rules = [r.id for r in deciding]
+        ctx.reason = "; ".join(dict.fromkeys(r.reason or r.default_reason(ctx) for r in deciding))
+        ctx.escalation = escalation_view(deciding[0].escalation) if decision == ESCALATE else None
+
+
+def cel_activation(ctx: CallContext, now: datetime | None = None) -> dict[str, Any]:
+    import celpy
+
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    data = {
+        "args": ctx.arguments,
+        "attributes": ctx.attributes,
+        "intent": ctx.intent,
+        "tool": ctx.tool,
+        "server": ctx.server.name,
+        "agent": {"name": ctx.agent.name, "roles": sorted(ctx.agent.roles), "owner": ctx.agent.owner},
+        "risk": ctx.risk.as_dict(),
+        "velocity": dict(ctx.velocity),
+        "time": {"hour": now.hour, "weekday": now.isoweekday(), "iso": now.isoformat()},
+    }
+    return {name: celpy.json_to_cel(value) for name, value in data.items()}
+
+
+def rule_id(kind: str, index: int, raw: Mapping[str, Any]) -> str:
+    return str(raw.get("name") or f"{kind}[{index}]")
+
+
+def compile(document: Mapping[str, Any], version: int = 0) -> PolicyIndex:  # noqa: A001
+    """The index for a normalized policy document (raises ValueError on a bad CEL expression)."""
+    rules = tuple(
+        Rule(
+            id=rule_id("policy", i, raw),
+            intent=raw["intent"],
+            agents=AgentSet.parse(raw.get("agents")),
+            decision=raw["decision"],
+            reason=raw.get("reason", ""),
+            conditions=parse_conditions(raw.get("conditions")),
+            when=compile_expression(raw["when"]) if raw.get("when") else None,
+            escalation=raw.get("escalation"),
+            order=i,
+        )
+        for i, raw in enumerate(document.get("policies") or [])
+    )
+    velocity = tuple(
+        VelocityRule(
+            id=rule_id("velocity", i, raw),
+            key=velocity_key(raw),
+            intent=raw["intent"],
+            agents=AgentSet.parse([raw["agent"]] if raw.get("agent") else None),
+            window_seconds=parse_duration(raw["window"]),
+            max_calls=int(raw["max_calls"]),
+            exceeded_action=raw.get("exceeded_action", DENY),
+            reason=raw.get("reason", ""),
+            escalation=raw.get("escalation"),
+        )
+        for i, raw in enumerate(document.get("velocity_rules") or [])
+    )
+    return PolicyIndex(version=version, rules=rules, velocity_rules=velocity)
+
+
+def velocity_key(raw: Mapping[str, Any]) -> str:
+    identity = {k: raw.get(k) for k in ("name", "agent", "intent", "window", "max_calls")}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_loaded: dict[tuple[int, str], PolicyIndex] = {}
 
 
 def load_policy_index() -> PolicyIndex:
-    return PolicyIndex()
+    """The active policy version, compiled once per version in this process."""
+    from policies_app.models import PolicyVersion
+
+    active = PolicyVersion.active()
+    if active is None:
+        return PolicyIndex(version=0)
+    key = (active.number, json.dumps(active.document, sort_keys=True))
+    cached = _loaded.get(key)
+    if cached is None:
+        cached = compile(active.document, version=active.number)
+        _loaded.clear()
+        _loaded[key] = cached
+    return cached

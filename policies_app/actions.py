@@ -1,0 +1,396 @@
+"""Every change the policies app makes: applying a configuration file, saving a policy
+version, approving a held tool. Each runs in one transaction that writes its audit entries and
+bumps the configuration stamp, so every gateway process picks the change up within a second."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from django.db import transaction
+from django.utils import timezone
+
+from audit_app.actions import record_admin
+from policies_app import config
+from policies_app.config import ConfigError, Desired, Known
+
+SERVER_FIELDS = ("url", "command", "credential_header", "credential_env", "domain_pack", "new_tools",
+                 "timeout_seconds", "connect_timeout_seconds")
+AGENT_FIELDS = ("owner", "roles", "tool_scope", "enabled")
+UNLISTED_ROLES = ("admin", "auditor")  # managed with create_user, never by the config file
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # server, agent, reviewers, policy, velocity_rule, tool_intent
+    name: str
+    action: str  # added, changed, removed
+    details: str = ""
+
+    def __str__(self) -> str:
+        sign = {"added": "+", "changed": "~", "removed": "-"}[self.action]
+        tail = f" ({self.details})" if self.details else ""
+        return f"{sign} {self.kind} {self.name}{tail}"
+
+
+@dataclass
+class Plan:
+    changes: list[Change] = field(default_factory=list)
+    applied: bool = False
+    policy_version: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def __str__(self) -> str:
+        if self.empty:
+            return "no changes"
+        counts: dict[str, int] = {}
+        for change in self.changes:
+            counts[change.action] = counts.get(change.action, 0) + 1
+        summary = ", ".join(f"{counts.get(a, 0)} {a}" for a in ("added", "changed", "removed"))
+        return "\n".join([*(str(c) for c in self.changes), f"plan: {summary}"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "changes": [c.__dict__ for c in self.changes],
+            "applied": self.applied,
+            "policy_version": self.policy_version,
+        }
+
+
+# --- the live state, normalized like a Desired ---------------------------------------------
+
+
+def _policy_document() -> dict[str, list[dict[str, Any]]]:
+    from policies_app.models import PolicyVersion
+
+    active = PolicyVersion.active()
+    doc = active.document if active else {}
+    return {"policies": list(doc.get("policies") or []), "velocity_rules": list(doc.get("velocity_rules") or [])}
+
+
+def _scope(raw: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for server, tools in (raw or {}).items():
+        out[server] = "*" if tools in ("*", ["*"]) else sorted(set(tools))
+    return dict(sorted(out.items()))
+
+
+def current_state() -> Desired:
+    from django.contrib.auth.models import Group
+
+    from gateway.models import Agent, Server
+
+    servers = {
+        s.name: {
+            "url": s.url, "command": list(s.command or []), "credential_header": s.credential_header,
+            "credential_env": s.credential_env, "domain_pack": s.domain_pack,
+            "tool_intents": dict(sorted((s.tool_intents or {}).items())), "new_tools": s.new_tools,
+            "timeout_seconds": float(s.timeout_seconds), "connect_timeout_seconds": float(s.connect_timeout_seconds),
+        }
+        for s in Server.objects.all()
+    }
+    agents = {
+        a.name: {"owner": a.owner, "roles": sorted(set(a.roles or [])), "tool_scope": _scope(a.tool_scope), "enabled": a.enabled}
+        for a in Agent.objects.all()
+    }
+    reviewers = {
+        g.name: sorted(u.username for u in g.user_set.all())
+        for g in Group.objects.exclude(name__in=UNLISTED_ROLES).prefetch_related("user_set").order_by("name")
+    }
+    return Desired(servers=servers, agents=agents, reviewers=reviewers, policies=_policy_document())
+
+
+def known_state() -> Known:
+    from django.contrib.auth.models import Group, User
+
+    from gateway.models import Agent, Server
+
+    return Known(
+        servers=set(Server.objects.values_list("name", flat=True)),
+        agents={a.name: set(a.roles or []) for a in Agent.objects.all()},
+        roles=set(Group.objects.values_list("name", flat=True)),
+        users=set(User.objects.values_list("username", flat=True)),
+        policies=_policy_document(),
+    )
+
+
+# --- plans ---------------------------------------------------------------------------------
+
+
+def _stored_secret(name: str) -> str:
+    from gateway.models import Server
+
+    server = Server.objects.filter(name=name).first()
+    return server.credential() if server else ""
+
+
+def _differing(before: Mapping[str, Any], after: Mapping[str, Any], fields: tuple[str, ...]) -> list[str]:
+    return [f for f in fields if before.get(f) != after.get(f)]
+
+
+def _rule_label(kind: str, index: int, rule: Mapping[str, Any]) -> str:
+    name = rule.get("name") or f"{kind}[{index}]"
+    what = rule.get("decision") or f"{rule.get('max_calls')}/{rule.get('window')}"
+    return f"{name} {rule.get('intent')} -> {what}"
+
+
+def make_plan(desired: Desired, current: Desired) -> Plan:
+    plan = Plan()
+    add = plan.changes.append
+    if desired.servers is not None:
+        before = current.servers or {}
+        for name, spec in desired.servers.items():
+            if name not in before:
+                add(Change("server", name, "added", spec["url"] or " ".join(spec["command"])))
+            else:
+                diff = _differing(before[name], spec, SERVER_FIELDS)
+                if name in desired.secrets and desired.secrets[name] != _stored_secret(name):
+                    diff.append("credential")
+                elif not spec["credential_header"] and before[name]["credential_header"]:
+                    diff.append("credential")
+                if diff:
+                    add(Change("server", name, "changed", ", ".join(diff)))
+            old_intents = before.get(name, {}).get("tool_intents", {})
+            for tool, intent in spec["tool_intents"].items():
+                if tool not in old_intents:
+                    add(Change("tool_intent", f"{name}/{tool}", "added", intent))
+                elif old_intents[tool] != intent:
+                    add(Change("tool_intent", f"{name}/{tool}", "changed", f"{old_intents[tool]} -> {intent}"))
+            for tool in old_intents:
+                if tool not in spec["tool_intents"] and name in desired.servers:
+                    add(Change("tool_intent", f"{name}/{tool}", "removed", old_intents[tool]))
+        for name in before:
+            if name not in desired.servers:
+                add(Change("server", name, "removed"))
+    if desired.agents is not None:
+        before = current.agents or {}
+        for name, spec in desired.agents.items():
+            if name not in before:
+                add(Change("agent", name, "added", f"roles: {', '.join(spec['roles']) or '-'}"))
+            elif diff := _differing(before[name], spec, AGENT_FIELDS):
+                add(Change("agent", name, "changed", ", ".join(diff)))
+        for name in before:
+            if name not in desired.agents:
+                add(Change("agent", name, "removed"))
+    if desired.reviewers is not None:
+        before_roles = current.reviewers or {}
+        for role, users in desired.reviewers.items():
+            old = set(before_roles.get(role, []))
+            joined, left = sorted(set(users) - old), sorted(old - set(users))
+            if role not in before_roles:
+                add(Change("reviewers", role, "added", f"users: {', '.join(users) or '-'}"))
+            elif joined or left:
+                parts = ([f"+{', +'.join(joined)}"] if joined else []) + ([f"-{', -'.join(left)}"] if left else [])
+                add(Change("reviewers", role, "changed", " ".join(parts)))
+    if desired.policies is not None:
+        before_doc = current.policies or {"policies": [], "velocity_rules": []}
+        for section, kind, label in (("policies", "policy", "policy"), ("velocity_rules", "velocity_rule", "velocity")):
+            old = [json.dumps(r, sort_keys=True) for r in before_doc.get(section, [])]
+            new = [json.dumps(r, sort_keys=True) for r in desired.policies[section]]
+            for i, rule in enumerate(desired.policies[section]):
+                if new[i] not in old:
+                    add(Change(kind, _rule_label(label, i, rule), "added"))
+            for i, rule in enumerate(before_doc.get(section, [])):
+                if old[i] not in new:
+                    add(Change(kind, _rule_label(label, i, rule), "removed"))
+            if old != new and sorted(old) == sorted(new):
+                add(Change(kind, "order", "changed", "same rules in a different order"))
+    return plan
+
+
+# --- apply and export ----------------------------------------------------------------------
+
+
+def apply_config(text: str, *, acting_user: str, dry_run: bool = False, environ: Mapping[str, str] | None = None) -> Plan:
+    """Validate a whole configuration file and apply it atomically; raises ConfigError (and
+    changes nothing) when the file is invalid. Applying the same file twice changes nothing."""
+    with transaction.atomic(durable=not dry_run and not transaction.get_connection().in_atomic_block):
+        desired = config.load(text, known_state(), environ=environ)
+        plan = make_plan(desired, current_state())
+        if dry_run or plan.empty:
+            return plan
+        _apply(desired, current_state(), plan, acting_user=acting_user)
+        plan.applied = True
+        return plan
+
+
+def _apply(desired: Desired, current: Desired, plan: Plan, *, acting_user: str) -> None:
+    from gateway import actions as gateway_actions
+    from gateway.models import ConfigStamp
+
+    changed = {(c.kind, c.name.split("/")[0]) for c in plan.changes}
+    if desired.servers is not None:
+        for name, spec in desired.servers.items():
+            if ("server", name) not in changed and ("tool_intent", name) not in changed:
+                continue
+            fields = {k: spec[k] for k in (*SERVER_FIELDS, "tool_intents")}
+            credential = desired.secrets.get(name)
+            if credential is None and not spec["credential_header"]:
+                credential = ""  # no credential declared: clear the stored one
+            gateway_actions.write_server(acting_user=acting_user, name=name, credential=credential, **fields)
+    if desired.agents is not None:
+        for name, spec in desired.agents.items():
+            if ("agent", name) in changed:
+                gateway_actions.write_agent(acting_user=acting_user, name=name, **spec)
+        for name in current.agents or {}:
+            if name not in desired.agents:
+                gateway_actions.remove_agent(acting_user=acting_user, name=name)
+    if desired.servers is not None:
+        for name in current.servers or {}:
+            if name not in desired.servers:
+                gateway_actions.remove_server(acting_user=acting_user, name=name)
+    if desired.reviewers is not None:
+        for role, users in desired.reviewers.items():
+            if ("reviewers", role) in changed:
+                _set_role_members(role, users, acting_user=acting_user)
+    if desired.policies is not None and any(c.kind in ("policy", "velocity_rule") for c in plan.changes):
+        plan.policy_version = _new_policy_version(desired.policies, acting_user=acting_user, comment="apply")
+    record_admin("config.applied", actor=acting_user, target="config", details={"changes": [str(c) for c in plan.changes]})
+    ConfigStamp.bump()
+
+
+def _set_role_members(role: str, users: list[str], *, acting_user: str) -> None:
+    from django.contrib.auth.models import Group, User
+
+    group, _ = Group.objects.get_or_create(name=role)
+    members = []
+    for username in users:
+        user, created = User.objects.get_or_create(username=username)
+        if created:
+            user.set_unusable_password()
+            user.save()
+            record_admin("user.created", actor=acting_user, target=username, details={"roles": [role], "password_set": False})
+        members.append(user)
+    before = sorted(group.user_set.values_list("username", flat=True))
+    group.user_set.set(members)
+    record_admin("role.members_set", actor=acting_user, target=role, details={"before": before, "after": sorted(users)})
+
+
+def _new_policy_version(document: Mapping[str, Any], *, acting_user: str, comment: str) -> int:
+    from policies_app.models import PolicyVersion
+
+    number = PolicyVersion.next_number()
+    PolicyVersion.objects.create(number=number, document=dict(document), author=acting_user, comment=comment[:200])
+    record_admin("policy.version_created", actor=acting_user, target=f"v{number}", details={
+        "policies": len(document.get("policies") or []), "velocity_rules": len(document.get("velocity_rules") or []),
+    })
+    return number
+
+
+@transaction.atomic(durable=True)
+def save_policy_document(document: Any, *, acting_user: str, comment: str = "") -> int | None:
+    """Validate and store a new policy version (dashboard, API); None when nothing changed."""
+    from gateway.models import ConfigStamp
+
+    normalized = config.validate_policy_document(document, known_state())
+    if normalized == _policy_document():
+        return None
+    number = _new_policy_version(normalized, acting_user=acting_user, comment=comment)
+    ConfigStamp.bump()
+    return number
+
+
+def export_config() -> str:
+    """The live state in the configuration format; applying it changes nothing."""
+    state = current_state()
+    out: dict[str, Any] = {"servers": [], "agents": [], "reviewers": [], "policies": [], "velocity_rules": []}
+    for name, s in (state.servers or {}).items():
+        item: dict[str, Any] = {"name": name}
+        if s["url"]:
+            item["url"] = s["url"]
+        if s["command"]:
+            item["command"] = s["command"]
+        if s["credential_header"]:
+            item["credential"] = {"header": s["credential_header"]}
+            if s["credential_env"]:
+                item["credential"]["value_env"] = s["credential_env"]
+        if s["domain_pack"]:
+            item["domain_pack"] = s["domain_pack"]
+        if s["tool_intents"]:
+            item["tools"] = s["tool_intents"]
+        if s["new_tools"] != "pin":
+            item["new_tools"] = s["new_tools"]
+        if s["timeout_seconds"] != config.DEFAULT_TIMEOUT:
+            item["timeout"] = _seconds_text(s["timeout_seconds"])
+        if s["connect_timeout_seconds"] != config.DEFAULT_CONNECT_TIMEOUT:
+            item["connect_timeout"] = _seconds_text(s["connect_timeout_seconds"])
+        out["servers"].append(item)
+    for name, a in (state.agents or {}).items():
+        item = {"name": name}
+        if a["owner"]:
+            item["owner"] = a["owner"]
+        item["roles"] = a["roles"]
+        item["tools"] = a["tool_scope"]
+        if not a["enabled"]:
+            item["enabled"] = False
+        out["agents"].append(item)
+    out["reviewers"] = [{"role": role, "users": users} for role, users in (state.reviewers or {}).items()]
+    assert state.policies is not None
+    out["policies"] = state.policies["policies"]
+    out["velocity_rules"] = state.policies["velocity_rules"]
+    header = f"# Exported by intended at {timezone.now().isoformat(timespec='seconds')}\n"
+    return header + yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _seconds_text(value: float) -> str:
+    return f"{int(value)}s" if float(value).is_integer() else f"{value}s"
+
+
+# --- tool pins -----------------------------------------------------------------------------
+
+
+class NotHeld(Exception):
+    """The tool is not waiting for approval."""
+
+
+@transaction.atomic(durable=True)
+def approve_tool(*, acting_user: str, server: str, tool: str) -> None:
+    """Admit a held tool's offered definition: it becomes the new pin."""
+    from gateway.models import ConfigStamp
+    from policies_app.models import ToolPin
+    from policies_app.pinning import _audit as tool_event
+    from policies_app.pinning import definition_diff
+
+    pin = ToolPin.objects.select_for_update().filter(server=server, tool=tool).first()
+    if pin is None or pin.status != ToolPin.HELD:
+        raise NotHeld(f"{server}/{tool} is not held")
+    details = {
+        "from_hash": pin.definition_hash, "to_hash": pin.pending_hash, "reason_held": pin.held_reason,
+        "diff": definition_diff(pin.definition or {}, pin.pending_definition or {}),
+    }
+    record_admin("tool.approved", actor=acting_user, target=f"{server}/{tool}", details=details)
+    tool_event("tool.approved", server, tool, details, actor=acting_user)
+    pin.definition, pin.definition_hash = pin.pending_definition, pin.pending_hash
+    pin.pending_definition, pin.pending_hash, pin.held_reason = {}, "", ""
+    pin.status, pin.approved_by, pin.approved_at = ToolPin.ADMITTED, acting_user, timezone.now()
+    pin.changed_at = timezone.now()
+    pin.save()
+    ConfigStamp.bump()
+
+
+@transaction.atomic(durable=True)
+def rollback(version: Any, *, acting_user: str) -> int | None:
+    """Make an earlier version's document live again, as a new version."""
+    from gateway.models import ConfigStamp
+
+    if version.document == _policy_document():
+        return None
+    number = _new_policy_version(version.document, acting_user=acting_user, comment=f"rollback to v{version.number}")
+    ConfigStamp.bump()
+    return number
+
+
+def held_tools() -> list[Any]:
+    from policies_app.models import ToolPin
+
+    return list(ToolPin.objects.filter(status=ToolPin.HELD))
+
+
+__all__ = ["ConfigError", "Plan", "Change", "apply_config", "export_config", "approve_tool",
+           "save_policy_document", "rollback", "held_tools", "NotHeld", "current_state", "make_plan"]

@@ -1,65 +1,416 @@
-"""SKELETON: writes plain records; the audit-trail issue replaces this with the signed chain.
+"""Every write to the audit trail: appending entries and sealing checkpoints.
 
-The interface the gateway relies on:
-- `await record_decision(ctx)` commits the decision entry; it must raise if it cannot commit
-  (the gateway then denies: nothing is forwarded unaudited).
+The interface the rest of the product calls:
+- `await record_decision(ctx)` commits the decision entry before the call is forwarded; it
+  raises if it cannot commit (the gateway then denies: nothing is forwarded unaudited).
 - `await record_outcome(ctx, status=..., latency_ms=..., result_sha256=..., result_size=...)`.
-- `record_admin(action, *, actor, target, details)` inside the caller's transaction.
+- `record_admin(action, *, actor, target, details)`, `record_approval(...)`,
+  `record_tool_event(...)`, `record_session(...)`: inside the caller's transaction.
+- `seal()`: one sealing pass (Celery beat, `manage.py seal`, the demo's in-process loop).
+
+Concurrent gateway calls in one process share a group commit: each caller enqueues its entry,
+one writer appends the whole batch in one transaction, then every caller is released. An entry
+is committed before its caller returns, and appends are serialized by a lock on the chain head.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import os
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
-from audit_app.models import AuditEntry
+from audit_app import chain, keys, signing
+from audit_app.models import AuditEntry, ChainAlert, ChainHead, Checkpoint
+from audit_app.verify import Expectation, IntegrityFailure, check_chain
 from gateway.context import CallContext
 
+log = logging.getLogger("intended.audit")
 
-def _write_decision(ctx: CallContext) -> None:
-    AuditEntry.objects.create(
-        kind="decision", call_id=ctx.call_id, agent=ctx.agent.name, server=ctx.server.name,
-        tool=ctx.tool, intent=ctx.intent, decision=ctx.decision or "", reason=ctx.reason,
-        body={"args_sha256": ctx.args_sha256, "risk": ctx.risk.as_dict(), "rules": ctx.rules},
-    )
+ENTRY_VERSION = 1
+MAX_BATCH = 500
+KINDS = ("decision", "outcome", "approval", "admin", "tool", "session")
+
+
+class AuditWriteError(RuntimeError):
+    """An entry could not be committed; the gateway must deny the call."""
+
+
+# --- building entries ---------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    """The value as plain JSON data RFC 8785 can encode, or a readable stand-in."""
+    try:
+        chain.canonical_json(value)
+        return value
+    except Exception:
+        return json.loads(json.dumps(value, default=str, allow_nan=False)) if _json_safe(value) else repr(value)
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        chain.canonical_json(json.loads(json.dumps(value, default=str, allow_nan=False)))
+        return True
+    except Exception:
+        return False
+
+
+def redacted_arguments(ctx: CallContext) -> Any:
+    """The arguments as the domain pack allows them to be kept; None (only the hash) if redaction fails."""
+    try:
+        from policies_app import packs
+
+        redact = getattr(packs, "redact", None)
+        if redact is None:
+            return None
+        return _jsonable(redact(ctx.server.domain_pack, ctx.intent, ctx.arguments))
+    except Exception:
+        log.exception("redaction failed for %s; keeping only the arguments hash", ctx.intent)
+        return None
+
+
+def decision_fields(ctx: CallContext) -> dict[str, Any]:
+    return {
+        "kind": "decision",
+        "call_id": ctx.call_id,
+        "agent": ctx.agent.name,
+        "server": ctx.server.name,
+        "tool": ctx.tool,
+        "intent": ctx.intent,
+        "decision": ctx.decision or "deny",
+        "reason": ctx.reason,
+        "rules": [str(r) for r in ctx.rules],
+        "risk": _jsonable(ctx.risk.as_dict()),
+        "args": redacted_arguments(ctx),
+        "args_sha256": ctx.args_sha256,
+        "policy_version": ctx.policy_version,
+        "session": ctx.session_id or "",
+        "client": ctx.client_addr,
+        "era": ctx.era,
+        "tool_hash": ctx.tool_hash,
+    }
+
+
+def outcome_fields(ctx: CallContext, outcome: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": "outcome",
+        "call_id": ctx.call_id,
+        "agent": ctx.agent.name,
+        "server": ctx.server.name,
+        "tool": ctx.tool,
+        "intent": ctx.intent,
+        "outcome": _jsonable(dict(outcome)),
+        "session": ctx.session_id or "",
+    }
+
+
+# --- appending ----------------------------------------------------------------------------
+
+
+def _time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _locked_head() -> ChainHead:
+    head = ChainHead.objects.select_for_update().filter(pk=1).first()
+    if head is None:
+        try:
+            with transaction.atomic():
+                ChainHead.objects.create(pk=1, size=0, last_leaf_hash="")
+        except IntegrityError:
+            pass
+        head = ChainHead.objects.select_for_update().get(pk=1)
+    return head
+
+
+def append_entries(drafts: list[dict[str, Any]]) -> list[AuditEntry]:
+    """Append entries in one transaction (or inside the caller's) and return them."""
+    for draft in drafts:
+        if draft.get("kind") not in KINDS:
+            raise AuditWriteError(f"unknown audit entry kind {draft.get('kind')!r}")
+    with transaction.atomic():
+        head = _locked_head()
+        now = timezone.now()
+        seq, prev = head.size, head.last_leaf_hash
+        rows: list[AuditEntry] = []
+        for draft in drafts:
+            body = {"v": ENTRY_VERSION, "seq": seq, "time": _time(now), "prev": prev, **draft}
+            data = chain.canonical_json(body)
+            leaf = chain.leaf_hash(data).hex()
+            rows.append(AuditEntry(
+                seq=seq, time=now, kind=draft["kind"], call_id=str(draft.get("call_id", ""))[:32],
+                agent=str(draft.get("agent", ""))[:64], server=str(draft.get("server", ""))[:64],
+                tool=str(draft.get("tool", ""))[:200], intent=str(draft.get("intent", ""))[:200],
+                decision=str(draft.get("decision", ""))[:16], canonical=data, leaf_hash=leaf,
+            ))
+            seq, prev = seq + 1, leaf
+        AuditEntry.objects.bulk_create(rows)
+        ChainHead.objects.filter(pk=1).update(size=seq, last_leaf_hash=prev)
+    return rows
+
+
+class _GroupCommit:
+    """One writer per event loop: callers wait while their entries are committed in batches."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self.writing = False
+
+    async def submit(self, draft: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self.pending.append((draft, future))
+        if not self.writing:
+            self.writing = True
+            loop.create_task(self._drain())
+        await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+                try:
+                    await database_sync_to_async(append_entries)([draft for draft, _ in batch])
+                except Exception as exc:
+                    log.exception("audit append failed for %d entries", len(batch))
+                    error = AuditWriteError(f"audit trail unavailable: {exc}")
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self.writing = False
+
+
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = weakref.WeakKeyDictionary()
+
+
+async def _commit(draft: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = _GroupCommit()
+    try:
+        chain.canonical_json(draft)
+    except Exception as exc:
+        raise AuditWriteError(f"audit entry is not encodable: {exc}") from exc
+    await writer.submit(draft)
 
 
 async def record_decision(ctx: CallContext) -> None:
-    await database_sync_to_async(_write_decision)(ctx)
-
-
-def _write_outcome(ctx: CallContext, outcome: dict[str, Any]) -> None:
-    AuditEntry.objects.create(
-        kind="outcome", call_id=ctx.call_id, agent=ctx.agent.name, server=ctx.server.name,
-        tool=ctx.tool, intent=ctx.intent, body={"outcome": outcome},
-    )
+    await _commit(decision_fields(ctx))
 
 
 async def record_outcome(
     ctx: CallContext, *, status: str, latency_ms: float, result_sha256: str = "", result_size: int = 0
 ) -> None:
-    outcome = {"status": status, "latency_ms": round(latency_ms, 3),
-               "result_sha256": result_sha256, "result_size": result_size}
-    await database_sync_to_async(_write_outcome)(ctx, outcome)
+    outcome = {"status": status, "latency_ms": round(float(latency_ms), 3),
+               "result_sha256": result_sha256, "result_size": int(result_size)}
+    await _commit(outcome_fields(ctx, outcome))
 
 
 def record_admin(action: str, *, actor: str, target: str = "", details: dict[str, Any] | None = None) -> None:
-    AuditEntry.objects.create(kind="admin", reason=action, agent="", body={
-        "action": action, "actor": actor, "target": target, "details": details or {}})
+    """An admin entry, written in the caller's transaction (it commits or rolls back with the change)."""
+    append_entries([{"kind": "admin", "action": action, "actor": actor, "target": target,
+                     "details": _jsonable(details or {})}])
 
 
 def record_approval(
     *, call_id: str, agent: str, server: str, tool: str, intent: str, approval: dict[str, Any], actor: str
 ) -> None:
     """An approval entry (`approval`: id, status, decided_by, comment), inside the caller's transaction."""
-    AuditEntry.objects.create(kind="approval", call_id=call_id, agent=agent, server=server, tool=tool,
-                              intent=intent, body={"approval": approval, "actor": actor})
+    append_entries([{"kind": "approval", "call_id": call_id, "agent": agent, "server": server, "tool": tool,
+                     "intent": intent, "approval": _jsonable(approval), "actor": actor}])
 
 
 def record_tool_event(
     action: str, *, server: str, tool: str, actor: str = "", details: dict[str, Any] | None = None
 ) -> None:
     """A tool entry (pinned, held, changed, approved), inside the caller's transaction."""
-    AuditEntry.objects.create(kind="tool", server=server, tool=tool, reason=action,
-                              body={"action": action, "actor": actor, "details": details or {}})
+    append_entries([{"kind": "tool", "action": action, "server": server, "tool": tool, "actor": actor,
+                     "details": _jsonable(details or {})}])
+
+
+def record_session(
+    action: str, *, agent: str, server: str, session: str, client: str = "", details: dict[str, Any] | None = None
+) -> None:
+    """A session entry (opened, closed, refused), inside the caller's transaction."""
+    append_entries([{"kind": "session", "action": action, "agent": agent, "server": server, "session": session,
+                     "client": client, "details": _jsonable(details or {})}])
+
+
+# --- sealing ------------------------------------------------------------------------------
+
+
+@dataclass
+class SealResult:
+    size: int
+    root_hash: str
+    note: str
+    new_entries: int
+
+
+class SealRefused(RuntimeError):
+    """The sealer found the stored chain inconsistent with what it signed before."""
+
+    def __init__(self, failure: IntegrityFailure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+def raise_alert(message: str, first_bad_seq: int | None) -> ChainAlert:
+    log.error("audit chain alert: %s", message)
+    existing = ChainAlert.objects.filter(resolved_at__isnull=True, message=message).first()
+    return existing or ChainAlert.objects.create(message=message, first_bad_seq=first_bad_seq)
+
+
+def resolve_alerts(*, actor: str) -> int:
+    with transaction.atomic():
+        count = ChainAlert.objects.filter(resolved_at__isnull=True).update(resolved_at=timezone.now())
+        if count:
+            record_admin("audit.alerts_resolved", actor=actor, details={"count": count})
+    return count
+
+
+def _stable_log_id() -> str:
+    first = AuditEntry.objects.filter(seq=0).values_list("leaf_hash", flat=True).first()
+    return first[:16] if first else "empty"
+
+
+def witness_path(log_id: str) -> Any:
+    return keys.key_dir() / f"witness-{log_id}.jsonl"
+
+
+def kept_checkpoints() -> list[signing.Checkpoint]:
+    """The checkpoints the sealer wrote outside the database, verified with the signing keys."""
+    path = witness_path(_stable_log_id())
+    if not path.exists():
+        return []
+    verifiers = keys.verifiers()
+    result: list[signing.Checkpoint] = []
+    for line in path.read_text().splitlines():
+        try:
+            result.append(signing.open_checkpoint(json.loads(line)["note"], verifiers, origin=keys.origin())[0])
+        except (ValueError, KeyError):
+            log.warning("unreadable line in the checkpoint witness file %s", path)
+    return result
+
+
+def _keep(checkpoint: signing.Checkpoint, note: str) -> None:
+    path = witness_path(_stable_log_id())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as handle:
+        handle.write(json.dumps({"size": checkpoint.size, "root": signing.b64(checkpoint.root_hash), "note": note}) + "\n")
+
+
+def _check_before_extending(last: Checkpoint | None, verifiers: list[signing.Verifier]) -> chain.CompactRange:
+    if last is None:
+        return chain.CompactRange()
+    try:
+        signed, _ = signing.open_checkpoint(last.note, verifiers, origin=keys.origin())
+    except signing.NoteError as exc:
+        raise IntegrityFailure(None, f"the last checkpoint does not verify: {exc}") from None
+    compact = chain.CompactRange(last.size, [bytes.fromhex(h) for h in last.frontier])
+    if signed.size != last.size or compact.root() != signed.root_hash:
+        raise IntegrityFailure(None, "the stored tree state does not match the last signed checkpoint")
+    present = AuditEntry.objects.filter(seq__lt=last.size).count()
+    if present != last.size:
+        first_gap = _first_missing_seq(last.size)
+        raise IntegrityFailure(first_gap, f"only {present} of the {last.size} sealed entries are present")
+    tail = AuditEntry.objects.filter(seq=last.size - 1).values_list("canonical", flat=True).first()
+    if last.size and (tail is None or chain.leaf_hash(bytes(tail)).hex() != last.last_leaf_hash):
+        raise IntegrityFailure(last.size - 1, "the last sealed entry was changed since it was sealed")
+    return compact
+
+
+def _first_missing_seq(size: int) -> int:
+    expected = 0
+    for seq in AuditEntry.objects.filter(seq__lt=size).order_by("seq").values_list("seq", flat=True).iterator():
+        if seq != expected:
+            return expected
+        expected += 1
+    return expected
+
+
+SEAL_LOCK = 0x1A7E7DED
+
+
+def _lock_sealer() -> None:
+    """One sealer at a time (SQLite's IMMEDIATE transactions already serialize writers)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEAL_LOCK])
+
+
+def seal(now: datetime | None = None) -> SealResult:
+    """Extend the tree over new entries and sign a checkpoint; re-sign the same size when idle.
+
+    Refuses (SealRefused, with an alert) when the stored chain is inconsistent with the last
+    checkpoint or with a checkpoint kept outside the database.
+    """
+    now = now or datetime.now(UTC)
+    signers = [k.signer for k in keys.signing_keys(now)]
+    verifiers = keys.verifiers()
+    try:
+        with transaction.atomic():
+            _lock_sealer()
+            last = Checkpoint.objects.order_by("-size").first()
+            compact = _check_before_extending(last, verifiers)
+            start = last.size if last else 0
+            for kept in kept_checkpoints():
+                if kept.size > start or (kept.size == start and last and kept.root_hash.hex() != last.root_hash):
+                    raise IntegrityFailure(
+                        min(kept.size, start),
+                        f"the database holds {start} sealed entries but a checkpoint kept outside it has "
+                        f"{kept.size} (truncated, rolled back or forked)",
+                    )
+            size = ChainHead.objects.filter(pk=1).values_list("size", flat=True).first() or 0
+            rows = (
+                (seq, bytes(data), leaf)
+                for seq, data, leaf in AuditEntry.objects.filter(seq__gte=start, seq__lt=size)
+                .order_by("seq").values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000)
+            )
+            prev = bytes.fromhex(last.last_leaf_hash) if last and last.last_leaf_hash else b""
+            report = check_chain(rows, start=start, prev_leaf=prev, compact=compact)
+            checkpoint = signing.Checkpoint(keys.origin(), report.size, report.root, (f"time {int(now.timestamp())}",))
+            note = signing.sign_note(checkpoint.text(), signers)
+            Checkpoint.objects.update_or_create(size=report.size, defaults={
+                "root_hash": report.root.hex(), "note": note, "signed_at": now,
+                "frontier": [h.hex() for h in compact.hashes],
+                "last_leaf_hash": report.last_leaf.hex() if report.size else "",
+            })
+    except IntegrityFailure as failure:
+        raise_alert(str(failure), failure.seq)
+        raise SealRefused(failure) from None
+    if report.size > start:
+        _keep(checkpoint, note)
+    return SealResult(report.size, report.root.hex(), note, report.size - start)
+
+
+def expectations_from_store() -> list[Expectation]:
+    """Every stored checkpoint (verified) and every kept one, for a full chain check."""
+    verifiers = keys.verifiers()
+    result: list[Expectation] = []
+    for row in Checkpoint.objects.order_by("size"):
+        try:
+            signed, _ = signing.open_checkpoint(row.note, verifiers, origin=keys.origin())
+        except signing.NoteError as exc:
+            raise IntegrityFailure(None, f"the stored checkpoint of size {row.size} does not verify: {exc}") from None
+        result.append(Expectation(signed.size, signed.root_hash, "stored checkpoint"))
+    result += [Expectation(c.size, c.root_hash, "checkpoint kept outside the database", kept=True)
+               for c in kept_checkpoints()]
+    return result

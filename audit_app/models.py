@@ -1,13 +1,17 @@
-"""SKELETON: the plain call records; the audit-trail issue replaces them with the signed chain."""
+"""The audit trail: an append-only hash chain of canonical entries, sealed by signed checkpoints.
+
+The entry's `canonical` bytes are the record; the other columns are copies kept for querying
+and are never trusted by verification.
+"""
 
 from __future__ import annotations
 
 from django.db import models
-from django.utils import timezone
 
 
 class AuditEntry(models.Model):
-    time = models.DateTimeField(default=timezone.now)
+    seq = models.BigIntegerField(unique=True)  # the leaf index in the Merkle tree, from 0
+    time = models.DateTimeField(db_index=True)
     kind = models.CharField(max_length=16)
     call_id = models.CharField(max_length=32, blank=True, db_index=True)
     agent = models.CharField(max_length=64, blank=True)
@@ -15,5 +19,60 @@ class AuditEntry(models.Model):
     tool = models.CharField(max_length=200, blank=True)
     intent = models.CharField(max_length=200, blank=True)
     decision = models.CharField(max_length=16, blank=True)
-    reason = models.TextField(blank=True)
-    body = models.JSONField(default=dict)
+    canonical = models.BinaryField()
+    leaf_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [
+            models.Index(fields=["agent", "time"]),
+            models.Index(fields=["intent", "time"]),
+            models.Index(fields=["server", "tool", "time"]),
+            models.Index(fields=["decision", "time"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind} {self.agent} {self.intent}"
+
+
+class ChainHead(models.Model):
+    """The one row every append locks: the size of the chain and the hash of its last entry."""
+
+    size = models.BigIntegerField(default=0)
+    last_leaf_hash = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"chain head at {self.size}"
+
+
+class Checkpoint(models.Model):
+    """A signed tree head. `frontier` (the compact range) lets the next seal extend the tree
+    without reading old entries; it is checked against the signed root before use."""
+
+    size = models.BigIntegerField(unique=True)
+    root_hash = models.CharField(max_length=64)
+    note = models.TextField()
+    signed_at = models.DateTimeField()
+    frontier = models.JSONField(default=list)
+    last_leaf_hash = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["size"]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.size} {self.root_hash[:12]}"
+
+
+class ChainAlert(models.Model):
+    """A detected break in the chain: the sealer refuses to sign until an operator acts."""
+
+    raised_at = models.DateTimeField(auto_now_add=True)
+    message = models.TextField()
+    first_bad_seq = models.BigIntegerField(null=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at"]
+
+    def __str__(self) -> str:
+        return self.message

@@ -1,0 +1,429 @@
+"""Verification of the audit trail, and `intended-verify`, the offline bundle verifier.
+
+Standard library and `cryptography` only: no Django anywhere in this module's imports, so an
+auditor runs it on a machine that has nothing of the gateway. `python manage.py audit_verify`
+uses the same chain check over the database.
+
+    intended-verify BUNDLE --trusted-keys KEYS [--previous-checkpoint NOTE ...]
+
+Exit status: 0 valid, 1 integrity failure (a line names the first bad entry by seq), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit_app import chain, signing
+
+BUNDLE_FORMAT = "intended-audit-bundle/1"
+EXIT_VALID, EXIT_INTEGRITY, EXIT_USAGE = 0, 1, 2
+
+
+class IntegrityFailure(Exception):
+    """The trail is not what was signed; `seq` is the first entry that cannot be trusted."""
+
+    def __init__(self, seq: int | None, message: str) -> None:
+        super().__init__(message)
+        self.seq = seq
+        self.message = message
+
+    def __str__(self) -> str:
+        where = f"seq {self.seq}" if self.seq is not None else "bundle"
+        return f"INTEGRITY FAILURE at {where}: {self.message}"
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A signed tree head the entries must reproduce. `kept` = held by the verifier itself,
+    so it also bounds where a rewrite can start (the log's own checkpoints cannot)."""
+
+    size: int
+    root: bytes
+    label: str
+    kept: bool = False
+
+
+@dataclass
+class ChainReport:
+    size: int = 0
+    root: bytes = chain.EMPTY_ROOT
+    last_leaf: bytes = b""
+    checked: list[Expectation] = field(default_factory=list)
+
+
+def entry_fields(data: bytes) -> dict[str, Any]:
+    value = json.loads(data.decode("utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError("entry is not a JSON object")
+    return value
+
+
+def check_chain(
+    rows: Iterable[tuple[int, bytes, str | None]],
+    expectations: Sequence[Expectation] = (),
+    *,
+    start: int = 0,
+    prev_leaf: bytes = b"",
+    compact: chain.CompactRange | None = None,
+) -> ChainReport:
+    """Walk entries in order: (seq as stored or listed, canonical bytes, stored leaf hash or None).
+
+    Checks each entry's bytes against its leaf hash, its link to the one before and its seq,
+    and the Merkle root at every expected size. Raises IntegrityFailure naming the first bad seq.
+    """
+    compact = compact or chain.CompactRange()
+    pending = sorted((e for e in expectations if e.size > start), key=lambda e: (e.size, not e.kept))
+    last_ok_any = last_ok_kept = start
+    before_prev = b""
+    prev = prev_leaf
+    report = ChainReport(checked=[])
+    expected = start
+    for listed_seq, data, stored_leaf in rows:
+        leaf = chain.leaf_hash(data)
+        if stored_leaf is not None and stored_leaf != leaf.hex():
+            raise IntegrityFailure(expected, "the entry's bytes do not match its leaf hash (edited)")
+        try:
+            fields = entry_fields(data)
+        except ValueError as exc:
+            raise IntegrityFailure(expected, f"the entry is not readable JSON ({exc})") from None
+        embedded = fields.get("seq")
+        link = fields.get("prev")
+        if link != prev.hex():
+            if embedded == expected:
+                raise IntegrityFailure(expected - 1, f"seq {expected - 1} is not the entry that seq {expected} links to (edited or replaced)")
+            if expected >= start + 2 and link == before_prev.hex():
+                raise IntegrityFailure(expected - 1, f"seq {expected - 1} was inserted: seq {expected} links past it")
+            raise IntegrityFailure(expected, f"the entry does not follow seq {expected - 1} (missing, moved or inserted entry; it claims seq {embedded})")
+        if listed_seq != expected:
+            raise IntegrityFailure(expected, f"seq {expected} is missing (next entry listed as seq {listed_seq})")
+        if embedded != expected:
+            raise IntegrityFailure(expected, f"the entry at this position claims seq {embedded}")
+        compact.append(leaf)
+        before_prev, prev = prev, leaf
+        expected += 1
+        while pending and pending[0].size == expected:
+            expectation = pending.pop(0)
+            if compact.root() != expectation.root:
+                low = last_ok_kept if expectation.kept else last_ok_any
+                raise IntegrityFailure(
+                    low,
+                    f"entries seq {low}..{expectation.size - 1} do not match the {expectation.label} of size "
+                    f"{expectation.size} (rewritten, reordered or forked)",
+                )
+            last_ok_any = expectation.size
+            if expectation.kept:
+                last_ok_kept = expectation.size
+            report.checked.append(expectation)
+    if pending:
+        missing = pending[0]
+        raise IntegrityFailure(
+            expected,
+            f"entries from seq {expected} are missing: the {missing.label} has {missing.size} entries, "
+            f"only {expected} are present (truncated or rolled back)",
+        )
+    report.size, report.root, report.last_leaf = expected, compact.root(), prev
+    return report
+
+
+# --- trusted keys -------------------------------------------------------------------------
+
+
+def load_trusted_keys(text: str) -> tuple[list[signing.Verifier], str | None]:
+    """The JSON served at /.well-known/intended/audit-keys.json, or one vkey per line."""
+    origin: str | None = None
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raw = None
+    if isinstance(raw, dict):
+        origin = raw.get("origin")
+        vkeys = [k["vkey"] for k in raw.get("keys", []) if isinstance(k, dict) and "vkey" in k]
+    else:
+        vkeys = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not vkeys:
+        raise UsageError("the trusted keys file holds no keys")
+    try:
+        return [signing.parse_vkey(v) for v in vkeys], origin
+    except signing.NoteError as exc:
+        raise UsageError(f"bad trusted key: {exc}") from None
+
+
+# --- bundles ------------------------------------------------------------------------------
+
+
+def format_seq_ranges(seqs: Sequence[int]) -> str:
+    """0-9,12,15-20 for the seqs a bundle holds (half-open ranges written inclusive)."""
+    parts: list[str] = []
+    i = 0
+    while i < len(seqs):
+        j = i
+        while j + 1 < len(seqs) and seqs[j + 1] == seqs[j] + 1:
+            j += 1
+        parts.append(str(seqs[i]) if i == j else f"{seqs[i]}-{seqs[j]}")
+        i = j + 1
+    return ",".join(parts) or "-"
+
+
+def parse_seq_ranges(text: str) -> list[int]:
+    if text == "-":
+        return []
+    seqs: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise ValueError(f"bad seq range {part!r}")
+        seqs.extend(range(int(low), int(high or low) + 1))
+    return seqs
+
+
+def manifest_text(*, origin: str, tree_size: int, seqs: Sequence[int], entries_sha256: str,
+                  created: str, filters: dict[str, Any]) -> str:
+    return (
+        f"{BUNDLE_FORMAT}\n"
+        f"origin {origin}\n"
+        f"tree_size {tree_size}\n"
+        f"count {len(seqs)}\n"
+        f"seqs {format_seq_ranges(seqs)}\n"
+        f"entries_sha256 {entries_sha256}\n"
+        f"created {created}\n"
+        f"filters {json.dumps(filters, sort_keys=True, ensure_ascii=True)}\n"
+    )
+
+
+def parse_manifest(text: str) -> dict[str, str]:
+    lines = text.rstrip("\n").split("\n")
+    if not lines or lines[0] != BUNDLE_FORMAT:
+        raise ValueError("not an intended audit bundle manifest")
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(" ")
+        fields[key] = value
+    for key in ("origin", "tree_size", "count", "seqs", "entries_sha256"):
+        if key not in fields:
+            raise ValueError(f"manifest has no {key}")
+    return fields
+
+
+def entries_digest(leaves: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for leaf in leaves:
+        digest.update(leaf)
+    return digest.hexdigest()
+
+
+def _unb64_list(values: Any) -> list[bytes]:
+    if not isinstance(values, list):
+        raise ValueError("proof is not a list")
+    return [base64.b64decode(v, validate=True) for v in values]
+
+
+@dataclass
+class BundleResult:
+    origin: str
+    tree_size: int
+    entries: int
+    first_seq: int | None
+    last_seq: int | None
+    checkpoints: int
+    kept: int
+
+
+def verify_bundle(
+    bundle: dict[str, Any],
+    trusted: list[signing.Verifier],
+    *,
+    origin: str | None = None,
+    kept_notes: Sequence[str] = (),
+) -> BundleResult:
+    """Raise IntegrityFailure unless the bundle is exactly what the trusted keys signed."""
+    if bundle.get("format") != BUNDLE_FORMAT:
+        raise IntegrityFailure(None, f"not an {BUNDLE_FORMAT} file")
+    try:
+        manifest_note = signing.open_note(str(bundle["manifest_note"]), trusted)
+        manifest = parse_manifest(manifest_note.text)
+    except (KeyError, ValueError) as exc:
+        raise IntegrityFailure(None, f"the manifest is not signed by a trusted key ({exc})") from None
+    origin = origin or manifest["origin"]
+    try:
+        checkpoint, _ = signing.open_checkpoint(str(bundle["checkpoint"]), trusted, origin=origin)
+    except (KeyError, ValueError) as exc:
+        raise IntegrityFailure(None, f"the checkpoint is not signed by a trusted key ({exc})") from None
+    if manifest["origin"] != origin or int(manifest["tree_size"]) != checkpoint.size:
+        raise IntegrityFailure(None, "the manifest does not describe the bundle's checkpoint")
+    size, root = checkpoint.size, checkpoint.root_hash
+    expected_seqs = parse_seq_ranges(manifest["seqs"])
+    if len(expected_seqs) != int(manifest["count"]) or any(s >= size for s in expected_seqs):
+        raise IntegrityFailure(None, "the manifest's seqs do not fit its tree")
+
+    kept: list[signing.Checkpoint] = []
+    for note in kept_notes:
+        try:
+            kept.append(signing.open_checkpoint(note, trusted, origin=origin)[0])
+        except ValueError as exc:
+            raise UsageError(f"the previous checkpoint does not verify with the trusted keys: {exc}") from None
+    for previous in sorted(kept, key=lambda c: c.size):
+        if previous.size > size:
+            raise IntegrityFailure(
+                size,
+                f"entries from seq {size} are missing: a checkpoint you kept has {previous.size} entries, "
+                f"the bundle's log only {size} (truncated or rolled back)",
+            )
+
+    older: list[Expectation] = []
+    proofs_by_size: dict[int, list[bytes]] = {}
+    for item in bundle.get("checkpoints", []):
+        try:
+            old, _ = signing.open_checkpoint(str(item["note"]), trusted, origin=origin)
+            proof = _unb64_list(item.get("consistency", []))
+            if old.size > 0:
+                chain.verify_consistency(old.size, size, old.root_hash, root, proof)
+        except (KeyError, ValueError, binascii.Error) as exc:
+            raise IntegrityFailure(None, f"an older checkpoint is not consistent with the final one ({exc})") from None
+        older.append(Expectation(old.size, old.root_hash, "checkpoint"))
+        proofs_by_size[old.size] = proof
+
+    entries = bundle.get("entries")
+    if not isinstance(entries, list):
+        raise IntegrityFailure(None, "the bundle has no entry list")
+    complete = expected_seqs == list(range(size))
+    if complete:
+        expectations = [*older, Expectation(size, root, "bundle's checkpoint")]
+        expectations += [Expectation(c.size, c.root_hash, "checkpoint you kept", kept=True) for c in kept]
+        rows = _bundle_rows(entries)
+        check_chain(rows, expectations)
+        leaves = [chain.leaf_hash(_entry_bytes(e)) for e in entries]
+    else:
+        leaves = _check_partial(entries, expected_seqs, size, root)
+        for previous in kept:
+            if previous.size == 0:
+                continue
+            if previous.size not in proofs_by_size and previous.size != size:
+                raise IntegrityFailure(None, f"the bundle cannot show it extends the checkpoint you kept (size {previous.size})")
+            try:
+                chain.verify_consistency(previous.size, size, previous.root_hash, root, proofs_by_size.get(previous.size, []))
+            except chain.ProofError:
+                raise IntegrityFailure(
+                    0, f"the log forked: its tree of size {size} does not extend the checkpoint you kept "
+                       f"(size {previous.size}); entries before seq {previous.size} were rewritten") from None
+    if entries_digest(leaves) != manifest["entries_sha256"]:
+        raise IntegrityFailure(None, "the entries are not the ones the manifest lists")
+    return BundleResult(origin, size, len(entries), expected_seqs[0] if expected_seqs else None,
+                        expected_seqs[-1] if expected_seqs else None, len(older) + 1, len(kept))
+
+
+def _entry_bytes(item: Any) -> bytes:
+    if not isinstance(item, dict) or not isinstance(item.get("entry"), str):
+        raise ValueError("malformed entry")
+    return str(item["entry"]).encode("utf-8")
+
+
+def _bundle_rows(entries: list[Any]) -> Iterable[tuple[int, bytes, str | None]]:
+    for position, item in enumerate(entries):
+        try:
+            data = _entry_bytes(item)
+            listed = item.get("seq")
+            leaf = item.get("leaf_hash")
+        except ValueError:
+            raise IntegrityFailure(position, "malformed entry") from None
+        yield (listed if isinstance(listed, int) else -1), data, (leaf if isinstance(leaf, str) else None)
+
+
+def _check_partial(entries: list[Any], expected_seqs: list[int], size: int, root: bytes) -> list[bytes]:
+    """Entries of a filtered range: each proves its own place in the signed tree."""
+    leaves: list[bytes] = []
+    for position, seq in enumerate(expected_seqs):
+        if position >= len(entries):
+            raise IntegrityFailure(seq, "the entry is missing from the bundle")
+        item = entries[position]
+        try:
+            data = _entry_bytes(item)
+            proof = _unb64_list(item.get("inclusion"))
+        except (ValueError, binascii.Error):
+            raise IntegrityFailure(seq, "malformed entry or proof") from None
+        leaf = chain.leaf_hash(data)
+        try:
+            chain.verify_inclusion(seq, size, leaf, proof, root)
+        except chain.ProofError as exc:
+            raise IntegrityFailure(seq, f"the entry is not the one the signed tree holds at this seq ({exc})") from None
+        try:
+            embedded = entry_fields(data).get("seq")
+        except ValueError:
+            embedded = None
+        if embedded != seq:
+            raise IntegrityFailure(seq, f"the entry claims seq {embedded}")
+        leaves.append(leaf)
+    if len(entries) > len(expected_seqs):
+        raise IntegrityFailure(expected_seqs[-1] + 1 if expected_seqs else 0, "an entry the manifest does not list")
+    return leaves
+
+
+# --- the console script -------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="intended-verify",
+        description="Verify an Intended audit bundle offline against trusted signing keys.",
+    )
+    parser.add_argument("bundle", help="the bundle file (audit_export --format bundle)")
+    parser.add_argument("--trusted-keys", required=True,
+                        help="the JSON served at /.well-known/intended/audit-keys.json, or vkeys one per line")
+    parser.add_argument("--previous-checkpoint", action="append", default=[], metavar="NOTE",
+                        help="a signed checkpoint you kept earlier; detects truncation, rollback and forks (repeatable)")
+    parser.add_argument("--origin", help="the log origin to expect (default: the trusted keys file's)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_VALID
+    try:
+        trusted, origin = load_trusted_keys(_read(args.trusted_keys))
+        kept = [_read(p) for p in args.previous_checkpoint]
+        raw = Path(args.bundle).read_bytes() if Path(args.bundle).is_file() else None
+        if raw is None:
+            raise UsageError(f"no such bundle file: {args.bundle}")
+        try:
+            bundle = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            raise IntegrityFailure(None, "the bundle is not valid JSON (damaged or edited)") from None
+        if not isinstance(bundle, dict):
+            raise IntegrityFailure(None, "the bundle is not a JSON object")
+        result = verify_bundle(bundle, trusted, origin=args.origin or origin, kept_notes=kept)
+    except UsageError as exc:
+        print(f"intended-verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except IntegrityFailure as exc:
+        print(str(exc))
+        return EXIT_INTEGRITY
+    span = "no entries" if result.first_seq is None else f"seq {result.first_seq}..{result.last_seq}"
+    print(f"VALID: {result.entries} entries ({span}) of log {result.origin} (tree size {result.tree_size}); "
+          f"{result.checkpoints} signed checkpoint(s), {result.kept} kept checkpoint(s) consistent")
+    return EXIT_VALID
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from audit_app import actions, chain, keys, signing
+from audit_app.models import AuditEntry, ChainAlert, Checkpoint
+from tests.audit_app.conftest import write_scenario
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_stores_each_entry_as_canonical_bytes_linked_to_the_one_before() -> None:
+    write_scenario()
+    entries = list(AuditEntry.objects.order_by("seq"))
+    assert [e.seq for e in entries] == list(range(len(entries)))
+    prev = ""
+    for entry in entries:
+        data = bytes(entry.canonical)
+        body = json.loads(data)
+        assert chain.canonical_json(body) == data
+        assert entry.leaf_hash == chain.leaf_hash(data).hex()
+        assert body["prev"] == prev
+        assert body["seq"] == entry.seq
+        prev = entry.leaf_hash
+    decision = json.loads(bytes(entries[0].canonical))
+    assert decision["kind"] == "decision"
+    assert decision["agent"] == "support-agent"
+    assert decision["intent"] == "data.customer.read"
+    assert len(decision["args_sha256"]) == 64
+    outcome = json.loads(bytes(entries[1].canonical))
+    assert outcome["kind"] == "outcome" and outcome["call_id"] == decision["call_id"]
+    assert outcome["outcome"]["status"] == "ok"
+
+
+def test_it_seals_a_signed_checkpoint_and_extends_it() -> None:
+    write_scenario()
+    first = actions.seal()
+    assert first.size == AuditEntry.objects.count()
+    verifier = keys.verifiers()[0]
+    checkpoint, _ = signing.open_checkpoint(first.note, [verifier], origin="test.intended.local/audit")
+    leaves = [bytes.fromhex(h) for h in AuditEntry.objects.order_by("seq").values_list("leaf_hash", flat=True)]
+    assert checkpoint.root_hash == chain.root_of(leaves)
+    idle = actions.seal()
+    assert (idle.size, idle.new_entries) == (first.size, 0)
+    write_scenario()
+    second = actions.seal()
+    assert second.new_entries == second.size - first.size > 0
+    leaves = [bytes.fromhex(h) for h in AuditEntry.objects.order_by("seq").values_list("leaf_hash", flat=True)]
+    assert bytes.fromhex(second.root_hash) == chain.root_of(leaves)
+    assert Checkpoint.objects.count() == 2
+
+
+def test_it_refuses_to_seal_over_a_changed_entry_and_raises_an_alert() -> None:
+    write_scenario()
+    actions.seal()
+    write_scenario()
+    entry = AuditEntry.objects.get(seq=3)
+    entry.canonical = bytes(entry.canonical).replace(b'"deny"', b'"allow"')
+    entry.save()
+    actions.seal()  # the change is before the last checkpoint: the incremental pass does not reread it
+    tail = AuditEntry.objects.order_by("-seq").first()
+    assert tail is not None
+    tail.canonical = bytes(tail.canonical).replace(b"alice", b"mallory")
+    tail.save()
+    write_scenario()
+    with pytest.raises(actions.SealRefused) as refused:
+        actions.seal()
+    assert refused.value.failure.seq == tail.seq
+    assert ChainAlert.objects.filter(resolved_at__isnull=True, first_bad_seq=tail.seq).exists()

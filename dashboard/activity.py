@@ -96,28 +96,36 @@ class Summary:
         return sum(self.totals.values())
 
 
-def _entry_values(kind: str, since: datetime, fields: Sequence[str]) -> list[dict[str, Any]]:
+MAX_OUTCOMES = 5000
+
+
+def _decisions(since: datetime) -> list[dict[str, Any]]:
     from audit_app.models import AuditEntry
 
-    return list(AuditEntry.objects.filter(kind=kind, time__gte=since).values(*fields))
+    return list(AuditEntry.objects.filter(kind="decision", time__gte=since)
+                .values("time", "decision", "agent", "server", "tool"))
 
 
-def _latency(row: dict[str, Any]) -> float | None:
-    for source in (row.get("outcome"), (row.get("body") or {}).get("outcome")):
-        if isinstance(source, dict) and isinstance(source.get("latency_ms"), int | float):
-            return float(source["latency_ms"])
-    return None
+def _latencies(since: datetime) -> list[float]:
+    from audit_app.models import AuditEntry
+    from dashboard.backends import entry_record
+
+    rows = AuditEntry.objects.filter(kind="outcome", time__gte=since).order_by("-seq")[:MAX_OUTCOMES]
+    found = []
+    for row in rows:
+        outcome = entry_record(row).get("outcome")
+        if isinstance(outcome, dict) and isinstance(outcome.get("latency_ms"), int | float):
+            found.append(float(outcome["latency_ms"]))
+    return found
 
 
 def summary(*, hours: int = 24, now: datetime | None = None) -> Summary:
     now = now or timezone.now()
     since = now - timedelta(hours=hours)
-    decisions = _entry_values("decision", since, ["time", "decision", "agent", "server", "tool"])
-    outcome_fields = [f for f in ("body", "outcome") if _has_field(f)]
-    outcomes = _entry_values("outcome", since, outcome_fields) if outcome_fields else []
+    decisions = _decisions(since)
+    latencies = _latencies(since)
     buckets = bucket_calls(((r["time"], r["decision"]) for r in decisions), end=now, hours=hours)
     totals = Counter(r["decision"] for r in decisions if r["decision"] in DECISIONS)
-    latencies = [v for v in (_latency(r) for r in outcomes) if v is not None]
     width = 720
     axis = [(i * width / hours, f"{b.start:%H:00}") for i, b in enumerate(buckets) if i % 6 == 0]
     return Summary(
@@ -131,9 +139,3 @@ def summary(*, hours: int = 24, now: datetime | None = None) -> Summary:
         top_tools=Counter(f"{r['server']}/{r['tool']}" for r in decisions if r["tool"]).most_common(5),
         axis=axis,
     )
-
-
-def _has_field(name: str) -> bool:
-    from audit_app.models import AuditEntry
-
-    return any(f.name == name for f in AuditEntry._meta.get_fields())

@@ -8,6 +8,8 @@ dashboard only calls them. While a part has not landed yet, its adapter raises
 from __future__ import annotations
 
 import importlib
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,66 +63,101 @@ def yaml_syntax_problems(text: str) -> list[ConfigProblem]:
     return []
 
 
+LINE_PREFIX = re.compile(r"^line (\d+): ")
+
+
+def problems_from(errors: list[str]) -> list[ConfigProblem]:
+    """ConfigError's "line N: message" strings as (line, message)."""
+    problems = []
+    for error in errors:
+        match = LINE_PREFIX.match(error)
+        if match:
+            problems.append(ConfigProblem(int(match.group(1)), error[match.end():]))
+        else:
+            problems.append(ConfigProblem(None, error))
+    return problems
+
+
 def validate_config(text: str) -> list[ConfigProblem]:
     """Every problem of a config text, each naming its line; empty when it may be applied."""
-    syntax = yaml_syntax_problems(text)
-    if syntax:
-        return syntax
-    validate = _find("policies_app.config", "validate", "validate_config")
-    return _problems(validate(text))
+    load = _find("policies_app.config", "load")
+    error_type = _find("policies_app.config", "ConfigError")
+    known_state = _find("policies_app.actions", "known_state")
+    try:
+        load(text, known_state())
+    except error_type as exc:
+        return problems_from(list(exc.errors))
+    return []
 
 
-def apply_config(text: str, *, acting_user: str) -> Any:
-    apply = _find("policies_app.actions", "apply_config", "apply_text", "apply")
-    return apply(text, acting_user=acting_user)
+def apply_config(text: str, *, acting_user: str) -> list[ConfigProblem]:
+    """Apply a whole config; the problems when it was refused (then nothing changed)."""
+    apply = _find("policies_app.actions", "apply_config")
+    error_type = _find("policies_app.config", "ConfigError")
+    try:
+        apply(text, acting_user=acting_user)
+    except error_type as exc:
+        return problems_from(list(exc.errors))
+    return []
 
 
 def export_config() -> str:
-    return _find("policies_app.config", "export_text", "export_config", "export")()
+    return _find("policies_app.actions", "export_config")()
 
 
 def policy_versions() -> list[Any]:
     model = _find("policies_app.models", "PolicyVersion")
-    return list(model.objects.order_by("-pk")[:100])
+    return list(model.objects.order_by("-number")[:200])
 
 
 def policy_version(number: int) -> Any:
     model = _find("policies_app.models", "PolicyVersion")
-    return model.objects.filter(pk=number).first()
+    return model.objects.filter(number=number).first()
 
 
 def version_text(version: Any) -> str:
-    for name in ("text", "source", "yaml", "config_text"):
-        value = getattr(version, name, None)
-        if isinstance(value, str):
-            return value
-    return ""
+    import yaml
+
+    return yaml.safe_dump(version.document, sort_keys=False, allow_unicode=True, width=100)
 
 
-def rollback(version: Any, *, acting_user: str) -> Any:
-    rollback = _find("policies_app.actions", "rollback", "rollback_to")
-    return rollback(version, acting_user=acting_user)
+def rollback(version: Any, *, acting_user: str) -> int | None:
+    """Store the old document as a new version (history is never rewritten)."""
+    save = _find("policies_app.actions", "save_policy_document")
+    return save(version.document, acting_user=acting_user, comment=f"rollback to v{version.number}")
 
 
 def simulate(*, agent: str, server: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    simulate = _find("policies_app.simulate", "simulate")
-    result = simulate(agent=agent, server=server, tool=tool, arguments=arguments)
-    return result if isinstance(result, dict) else dict(vars(result))
+    simulate = _find("policies_app.simulation", "simulate")
+    return simulate(agent, server, tool, arguments)
 
 
-# --- tool catalog pins (policies_app.pinning) ----------------------------------------------
+# --- tool catalog pins (policies_app) ------------------------------------------------------
 
 def tool_pins(server: str) -> list[Any]:
     model = _find("policies_app.models", "ToolPin")
     return list(model.objects.filter(server=server).order_by("tool"))
 
 
-def approve_tool(*, server: str, tool: str, acting_user: str) -> Any:
+def approve_tool(*, server: str, tool: str, acting_user: str) -> None:
     approve = _find("policies_app.actions", "approve_tool")
-    return approve(server=server, tool=tool, acting_user=acting_user)
+    approve(server=server, tool=tool, acting_user=acting_user)
 
 
 # --- the audit trail (audit_app) -----------------------------------------------------------
+
+def entry_record(entry: Any) -> dict[str, Any]:
+    """The entry as recorded: its canonical JSON bytes are the record (the columns are copies)."""
+    raw = getattr(entry, "canonical", None)
+    if raw:
+        try:
+            record = json.loads(bytes(raw))
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            return record
+    return {f.name: getattr(entry, f.name) for f in entry._meta.concrete_fields if f.name != "canonical"}
+
 
 def chain_status() -> dict[str, Any]:
     status = _find("audit_app.queries", "chain_status")
@@ -130,7 +167,7 @@ def chain_status() -> dict[str, Any]:
 
 def checkpoints(limit: int = 50) -> list[Any]:
     model = _find("audit_app.models", "Checkpoint")
-    return list(model.objects.order_by("-pk")[:limit])
+    return list(model.objects.order_by("-size")[:limit])
 
 
 def inclusion_proof(entry: Any) -> dict[str, Any]:
@@ -140,19 +177,22 @@ def inclusion_proof(entry: Any) -> dict[str, Any]:
 
 
 def search_entries(filters: dict[str, Any], *, limit: int = 100) -> list[Any]:
+    """The newest entries matching the audit filters (from, to, agent, intent glob, decision,
+    server, tool), newest first."""
     try:
-        search = _find("audit_app.queries", "search", "filter_entries")
+        search = _find("audit_app.queries", "search")
     except NotAvailable:
-        return _plain_search(filters, limit=limit)
-    return list(search(**filters)[:limit])
+        return _column_search(filters, limit=limit)
+    return list(search(filters)[:limit])
 
 
-def _plain_search(filters: dict[str, Any], *, limit: int) -> list[Any]:
+def _column_search(filters: dict[str, Any], *, limit: int) -> list[Any]:
+    # Until audit_app.queries lands: the same filters over the entry's query columns.
     import fnmatch
 
     from audit_app.models import AuditEntry
 
-    rows = AuditEntry.objects.order_by("-pk")
+    rows = AuditEntry.objects.order_by("-seq")
     if filters.get("from"):
         rows = rows.filter(time__gte=filters["from"])
     if filters.get("to"):
@@ -161,5 +201,6 @@ def _plain_search(filters: dict[str, Any], *, limit: int) -> list[Any]:
         if filters.get(name):
             rows = rows.filter(**{name: filters[name]})
     glob = filters.get("intent")
-    result = [r for r in rows[: limit * 10] if not glob or fnmatch.fnmatchcase(r.intent, glob)]
-    return result[:limit]
+    if not glob:
+        return list(rows[:limit])
+    return [r for r in rows[: limit * 20] if fnmatch.fnmatchcase(r.intent, glob)][:limit]

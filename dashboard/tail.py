@@ -1,6 +1,6 @@
 """The live audit tail: a websocket that pushes each new audit entry to a signed-in auditor.
 
-It follows the table itself (every half second, from the highest id it has sent), so it works
+It follows the table itself (every half second, from the highest sequence number it has sent), so it works
 the same on every replica and needs nothing from the code that writes the entries.
 """
 
@@ -14,29 +14,31 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from dashboard import roles
+from dashboard.backends import entry_record
 
 POLL_SECONDS = 0.5
 BATCH = 50
 
 
 def entry_summary(entry: Any) -> dict[str, Any]:
-    seq = getattr(entry, "seq", None) or entry.pk
-    return {"seq": seq, "time": entry.time.isoformat(), "kind": entry.kind, "agent": entry.agent,
-            "server": entry.server, "tool": entry.tool, "intent": entry.intent,
-            "decision": entry.decision, "reason": entry.reason}
+    record = entry_record(entry)
+    return {"seq": entry.seq, "time": entry.time.isoformat(), "kind": entry.kind,
+            "agent": entry.agent, "server": entry.server, "tool": entry.tool,
+            "intent": entry.intent, "decision": entry.decision,
+            "reason": record.get("reason") or record.get("action") or ""}
 
 
-def entries_after(last_id: int) -> list[tuple[int, dict[str, Any]]]:
+def entries_after(last_seq: int) -> list[tuple[int, dict[str, Any]]]:
     from audit_app.models import AuditEntry
 
-    rows = AuditEntry.objects.filter(pk__gt=last_id).order_by("pk")[:BATCH]
-    return [(row.pk, entry_summary(row)) for row in rows]
+    rows = AuditEntry.objects.filter(seq__gt=last_seq).order_by("seq")[:BATCH]
+    return [(row.seq, entry_summary(row)) for row in rows]
 
 
-def latest_id() -> int:
+def latest_seq() -> int:
     from audit_app.models import AuditEntry
 
-    return AuditEntry.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    return AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first() or -1
 
 
 class AuditTailConsumer(AsyncJsonWebsocketConsumer):
@@ -57,11 +59,11 @@ class AuditTailConsumer(AsyncJsonWebsocketConsumer):
                 await follower
 
     async def follow(self) -> None:
-        last = await database_sync_to_async(latest_id)()
+        last = await database_sync_to_async(latest_seq)()
         while True:
             rows = await database_sync_to_async(entries_after)(last)
-            for pk, summary in rows:
-                last = pk
+            for seq, summary in rows:
+                last = seq
                 await self.send_json(summary)
             if len(rows) < BATCH:
                 await asyncio.sleep(POLL_SECONDS)

@@ -25,7 +25,7 @@ def _optional(call: Any, *args: Any) -> tuple[Any, str]:
 def audit_search(request: HttpRequest) -> HttpResponse:
     form = AuditSearchForm(request.GET or None)
     filters = form.filters() if form.is_valid() else {}
-    entries = backends.search_entries(filters) if not form.errors else []
+    entries = [entry_row(e) for e in backends.search_entries(filters)] if not form.errors else []
     query = form.query_string() if form.is_valid() else ""
     chain, chain_unavailable = _optional(backends.chain_status)
     return render(request, "dashboard/audit.html", {
@@ -36,17 +36,31 @@ def audit_search(request: HttpRequest) -> HttpResponse:
     })
 
 
+def entry_row(entry: Any) -> dict[str, Any]:
+    """What a results row shows: the query columns plus the recorded reason."""
+    record = backends.entry_record(entry)
+    return {"seq": entry.seq, "time": entry.time, "kind": entry.kind, "agent": entry.agent,
+            "server": entry.server, "tool": entry.tool, "intent": entry.intent,
+            "decision": entry.decision, "reason": record.get("reason") or record.get("action") or ""}
+
+
 def entry_by_seq(seq: int) -> Any:
     from audit_app.models import AuditEntry
 
-    field = "seq" if any(f.name == "seq" for f in AuditEntry._meta.get_fields()) else "pk"
-    return AuditEntry.objects.filter(**{field: seq}).first()
+    return AuditEntry.objects.filter(seq=seq).first()
 
 
-def entry_fields(entry: Any) -> list[tuple[str, Any]]:
-    skip = {"id", "canonical", "bytes", "prev_hash"}
-    return [(f.name, getattr(entry, f.name)) for f in entry._meta.concrete_fields
-            if f.name not in skip]
+STRUCTURED = {"args", "risk", "rules", "outcome", "approval", "details", "body"}
+
+
+def entry_fields(entry: Any) -> list[tuple[str, Any, bool]]:
+    """(name, value, structured) for each recorded field, then the leaf hash."""
+    record = backends.entry_record(entry)
+    fields = [(name, value, name in STRUCTURED or isinstance(value, dict | list))
+              for name, value in record.items()]
+    if "leaf_hash" not in record:
+        fields.append(("leaf_hash", entry.leaf_hash, False))
+    return fields
 
 
 @roles.auditor_required

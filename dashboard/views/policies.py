@@ -42,17 +42,13 @@ def policy_list(request: HttpRequest) -> HttpResponse:
     form = ConfigForm(request.POST or None, initial={"config": text})
     status = 200
     if request.method == "POST" and form.is_valid():
-        submitted = form.cleaned_data["config"]
         try:
-            problems = backends.validate_config(submitted)
-            if not problems:
-                backends.apply_config(submitted, acting_user=actor(request))
-                messages.success(request, "Configuration applied and versioned.")
-                return redirect("dashboard:policies")
+            problems = backends.apply_config(form.cleaned_data["config"], acting_user=actor(request))
         except backends.NotAvailable as exc:
             problems = [backends.ConfigProblem(None, f"Cannot apply yet: {exc}")]
-        except Exception as exc:  # a refusal from apply: shown, nothing applied
-            problems = [backends.ConfigProblem(getattr(exc, "line", None), str(exc))]
+        if not problems:
+            messages.success(request, "Configuration applied. Policy changes are a new version.")
+            return redirect("dashboard:policies")
         status = 400
     shown = form.data.get("config", text) if form.is_bound else text
     return render(request, "dashboard/policies.html", {
@@ -104,8 +100,11 @@ def version_detail(request: HttpRequest, number: int) -> HttpResponse:
     if version is None:
         raise Http404("No such version")
     if request.method == "POST":
-        backends.rollback(version, acting_user=actor(request))
-        messages.success(request, f"Rolled back to version {number}: applied as a new version.")
+        created = backends.rollback(version, acting_user=actor(request))
+        if created is None:
+            messages.info(request, f"Version {number} is already what is live: nothing changed.")
+        else:
+            messages.success(request, f"Rolled back to version {number}: it is live again as version {created}.")
         return redirect("dashboard:policy-versions")
     old = backends.version_text(previous) if previous is not None else ""
     return render(request, "dashboard/policy_version.html", {

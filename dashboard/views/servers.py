@@ -53,7 +53,9 @@ def pin_rows(server: Server, tools: list[catalog.CatalogTool]) -> list[dict[str,
 def pin_status(pin: Any) -> str:
     if pin is None:
         return "not pinned yet"
-    return str(getattr(pin, "status", "") or ("held" if getattr(pin, "held", False) else "pinned"))
+    if pin.status == "held":
+        return "changed, held" if pin.definition_hash else "new, held"
+    return "pinned"
 
 
 def intent_of(server: Server, tool: str) -> str:
@@ -148,6 +150,8 @@ def tool_review(request: HttpRequest, name: str, tool: str) -> HttpResponse:
             backends.approve_tool(server=server.name, tool=tool, acting_user=actor(request))
         except backends.NotAvailable as exc:
             messages.error(request, f"Cannot approve yet: {exc}.")
+        except Exception as exc:  # NotHeld: someone approved it meanwhile
+            messages.info(request, str(exc))
         else:
             messages.success(request, f"{tool} approved: agents in scope see it again.")
         return redirect("dashboard:server", name=name)
@@ -161,10 +165,11 @@ def tool_review(request: HttpRequest, name: str, tool: str) -> HttpResponse:
         live = next((t for t in catalog.fetch_tools(server) if t.name == tool), None)
     except catalog.CatalogUnavailable as exc:
         messages.error(request, str(exc))
-    pinned = getattr(pin, "definition", None) if pin is not None else None
-    candidate = getattr(pin, "pending_definition", None) or (live.definition if live else None)
+    pinned = pin.definition if pin is not None else None
+    held = pin is not None and pin.status == "held"
+    candidate = pin.pending_definition if held else (live.definition if live else None)
     return render(request, "dashboard/tool_review.html", {
-        "server": server, "tool": tool, "pin": pin, "status": pin_status(pin),
+        "server": server, "tool": tool, "pin": pin, "status": pin_status(pin), "held": held,
         "rows": side_by_side(definition_lines(pinned), definition_lines(candidate)),
-        "findings": getattr(pin, "findings", None) or [],
+        "held_reason": pin.held_reason if held else "",
     })

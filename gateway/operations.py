@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -133,22 +134,26 @@ async def redis_probe() -> str:
     return ""
 
 
-def signing_key_present() -> str:
-    """Raises unless the audit trail can sign checkpoints (audit_app.signing owns the keys)."""
-    from audit_app import signing  # type: ignore[attr-defined]
+def signing_key_state() -> str:
+    """Raises unless the audit trail can sign checkpoints: a signing key for our origin loads
+    from INTENDED_SIGNING_KEY_DIR, or (before the first seal) the directory can hold one."""
+    from datetime import UTC, datetime
 
-    for name in ("signing_key_present", "current_key_id", "load_signing_key", "current_signing_key"):
-        probe = getattr(signing, name, None)
-        if callable(probe):
-            result = probe()
-            if not result:
-                raise LookupError(f"no audit signing key in {settings.INTENDED_SIGNING_KEY_DIR}")
-            return ""
-    raise LookupError("the audit trail offers no signing key check")
+    from audit_app import keys
+
+    now = datetime.now(UTC)
+    signing = [k for k in keys.all_keys() if k.signing(now) and k.signer.name == keys.origin()]
+    if signing:
+        return "signing with " + ", ".join(k.verifier.key_id.hex() for k in signing)
+    directory = keys.key_dir()
+    existing = directory if directory.exists() else directory.parent
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return "no key yet: the first seal creates one"
+    raise PermissionError(f"no signing key for {keys.origin()} and {directory} is not writable")
 
 
 async def signing_key_probe() -> str:
-    return await sync_to_async(signing_key_present, thread_sensitive=False)()
+    return await sync_to_async(signing_key_state, thread_sensitive=False)()
 
 
 async def http_upstream_probe(url: str) -> str:

@@ -7,7 +7,7 @@ import yaml
 from django.core.management.base import BaseCommand, CommandError
 
 from gateway.snapshot import build_snapshot
-from policies_app.simulate import SimulationError, simulate
+from policies_app.simulation import SimulationError, simulate
 
 CASE_KEYS = {"name", "agent", "server", "tool", "arguments", "expect", "expect_rules"}
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from policies_app.simulate import SimulationError, simulate
+from policies_app.simulation import SimulationError, simulate
 
 
 class Command(BaseCommand):

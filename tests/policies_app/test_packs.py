@@ -1,0 +1,115 @@
+"""The saas-ops domain pack: intents, derived attributes, risk and redaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from policies_app import packs
+from tests.policies_app.personas import CUSTOMER_OPS, PLAIN, SUPPORT, call
+
+NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+NIGHT = datetime(2026, 11, 24, 23, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "server, tool, intent",
+    [
+        (CUSTOMER_OPS, "process_refund", "financial.refund.process"),  # the server's own map
+        (CUSTOMER_OPS, "get_customer", "data.customer.read"),  # the pack's default
+        (CUSTOMER_OPS, "search_customers", "data.customer.read"),
+        (CUSTOMER_OPS, "delete_customer", "data.customer.delete"),
+        (CUSTOMER_OPS, "send_email", "comms.email.send"),
+        (CUSTOMER_OPS, "brew_coffee", "mcp.customer-ops.brew_coffee"),  # the fallback
+        (PLAIN, "get_customer", "mcp.plain.get_customer"),  # no pack, no defaults
+    ],
+)
+def test_it_resolves_intents_in_order(server, tool, intent):
+    assert packs.resolve_intent(server, tool) == intent
+
+
+@pytest.mark.parametrize(
+    "arguments, recipients",
+    [
+        ({"to": "a@x.com"}, ["a@x.com"]),
+        ({"to": "a@x.com, b@x.com; c@x.com"}, ["a@x.com", "b@x.com", "c@x.com"]),
+        ({"to": ["a@x.com"], "cc": ["b@x.com"], "bcc": "c@x.com"}, ["a@x.com", "b@x.com", "c@x.com"]),
+        ({"recipients": [{"email": "a@x.com", "name": "A"}, "b@x.com"]}, ["a@x.com", "b@x.com"]),
+        ({"to": "Ann <a@x.com>"}, ["a@x.com"]),
+        ({"to": []}, []),
+    ],
+)
+def test_it_derives_recipients_whatever_the_tool_calls_them(arguments, recipients):
+    derived = packs.derive_attributes("saas-ops", "comms.email.send", arguments)
+    assert sorted(derived["recipients"]) == recipients
+
+
+def test_it_derives_nothing_when_no_recipient_field_is_present():
+    assert packs.derive_attributes("saas-ops", "comms.email.send", {"subject": "hi"}) == {}
+
+
+@pytest.mark.parametrize(
+    "arguments, amount",
+    [({"amount": 120}, 120), ({"refund_amount": 12.5}, 12.5), ({"amount": "300"}, 300), ({"amount": True}, None)],
+)
+def test_it_derives_the_refund_amount(arguments, amount):
+    assert packs.derive_attributes("saas-ops", "financial.refund.process", arguments).get("amount") == amount
+
+
+def factor_names(risk):
+    return [f["name"] for f in risk.factors]
+
+
+@pytest.mark.parametrize(
+    "tool, arguments, now, velocity, score, factors",
+    [
+        ("process_refund", {"amount": 50}, NOON, {"today": 0}, 30, ["base"]),
+        ("process_refund", {"amount": 100}, NOON, {"today": 0}, 45, ["base", "amount_over_100"]),
+        ("process_refund", {"amount": 5000}, NOON, {"today": 0}, 70, ["base", "amount_over_100", "amount_over_1000"]),
+        ("process_refund", {"amount": 5000}, NIGHT, {"today": 9}, 100,
+         ["base", "amount_over_100", "amount_over_1000", "many_refunds_today", "off_hours"]),
+        ("process_refund", {"amount": 5}, NOON, {"today": 8}, 30, ["base"]),
+        ("process_refund", {"amount": 5}, NOON, {}, 50, ["base", "many_refunds_today"]),  # count unknown: worse
+        ("send_email", {"to": [f"u{i}@x.com" for i in range(5)]}, NOON, {"today": 0}, 35, ["base", "many_recipients"]),
+        ("send_email", {"to": "a@x.com"}, NOON, {"today": 0}, 15, ["base"]),
+        ("brew_coffee", {}, NIGHT, {}, 20, ["base", "off_hours"]),
+    ],
+)
+def test_it_scores_risk_with_factors(tool, arguments, now, velocity, score, factors):
+    ctx = call(SUPPORT, tool, arguments)
+    ctx.velocity = velocity
+    risk = packs.score_risk("saas-ops", ctx, now=now)
+    assert (risk.score, factor_names(risk)) == (score, factors)
+
+
+@pytest.mark.parametrize(
+    "annotations, added",
+    [
+        ({"destructiveHint": True}, True),
+        ({"destructiveHint": True, "readOnlyHint": True}, True),
+        ({"readOnlyHint": True}, False),  # never lowers
+        ({"destructiveHint": False}, False),
+        ({}, False),
+    ],
+)
+def test_it_lets_annotations_raise_risk_but_never_lower_it(annotations, added):
+    ctx = call(SUPPORT, "delete_customer", {"id": 1})
+    risk = packs.score_risk("saas-ops", ctx, annotations=annotations, now=NOON)
+    assert risk.score == (80 if added else 60)
+    assert ("destructive_hint" in factor_names(risk)) is added
+
+
+def test_it_redacts_and_hashes_argument_fields():
+    args = {"to": "a@x.com", "body": "secret plans", "token": "t0k", "nested": {"password": "p"}}
+    out = packs.redact("saas-ops", "comms.email.send", args)
+    assert out["to"] == "a@x.com"
+    assert out["token"] == "[REDACTED]"
+    assert out["nested"] == {"password": "[REDACTED]"}
+    assert out["body"] == {"sha256": "0292691a258f85d56d0d4ee3f4b499095c11d63fae5702e2797e58804e8076c6"}
+    assert args["body"] == "secret plans"
+
+
+def test_it_refuses_an_unknown_pack():
+    with pytest.raises(KeyError, match="unknown domain pack"):
+        packs.load("no-such-pack")

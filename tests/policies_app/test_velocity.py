@@ -1,0 +1,162 @@
+"""Velocity limits at the window edges, in process and in real Redis, and under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+import redis
+from django.test import override_settings
+
+from policies_app import rules, velocity
+from policies_app.velocity import InProcessCounters, RedisCounters, Window
+from tests.policies_app.personas import ANALYTICS, SUPPORT, call
+from tests.support.processes import ROOT
+
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+def redis_available() -> bool:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping()
+        return True
+    except redis.RedisError:
+        return False
+
+
+needs_redis = pytest.mark.skipif(not redis_available(), reason="needs a Redis server")
+
+
+def counters(kind: str):
+    return InProcessCounters() if kind == "memory" else RedisCounters(REDIS_URL)
+
+
+BACKENDS = ["memory", pytest.param("redis", marks=needs_redis)]
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_it_admits_up_to_the_limit_within_the_window(kind):
+    store = counters(kind)
+    window = Window(f"test:{uuid.uuid4().hex}", window_ms=60_000, max_calls=2)
+    day = f"test:day:{uuid.uuid4().hex}"
+    t0 = 1_000_000
+    assert await store.admit([window], day, t0) == []
+    assert await store.admit([window], day, t0 + 1) == []
+    assert await store.admit([window], day, t0 + 59_999) == [0]  # still inside: over
+    assert await store.admit([window], day, t0 + 60_000) == []  # the first call left the window
+    assert await store.admit([window], day, t0 + 60_000) == [0]
+    assert await store.admit([window], day, t0 + 60_001) == []  # the second one left too
+    counts, today = await store.counts([window], day, t0 + 60_001)
+    assert counts == [2]
+    assert today == 4  # only admitted calls count
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_it_counts_nothing_when_any_window_is_full(kind):
+    store = counters(kind)
+    tight = Window(f"test:{uuid.uuid4().hex}", 60_000, 1)
+    loose = Window(f"test:{uuid.uuid4().hex}", 60_000, 100)
+    day = f"test:day:{uuid.uuid4().hex}"
+    assert await store.admit([tight, loose], day, 5_000) == []
+    assert await store.admit([tight, loose], day, 5_001) == [0]
+    assert (await store.counts([tight, loose], day, 5_002))[0] == [1, 1]
+
+
+@needs_redis
+async def test_it_never_leaves_a_key_without_expiry():
+    store = RedisCounters(REDIS_URL)
+    window = Window(f"test:{uuid.uuid4().hex}", 60_000, 5)
+    day = f"test:day:{uuid.uuid4().hex}"
+    await store.admit([window], day, 10_000)
+    client = redis.Redis.from_url(REDIS_URL)
+    assert 0 < client.pttl(window.key) <= 60_000
+    assert client.pttl(day) > 0
+
+
+def seed_index():
+    from tests.policies_app.personas import SEED_POLICY
+
+    return rules.compile(SEED_POLICY)
+
+
+@pytest.mark.parametrize("redis_url", ["", pytest.param(REDIS_URL, marks=needs_redis)])
+async def test_it_denies_the_101st_customer_read_with_the_rule_reason(redis_url):
+    index = seed_index()
+    agent = ANALYTICS.__class__(**{**ANALYTICS.__dict__, "name": f"analytics-{uuid.uuid4().hex[:8]}"})
+    index = rules.compile({"policies": [{"intent": "data.customer.read", "decision": "allow"}], "velocity_rules": [
+        {"agent": agent.name, "intent": "data.customer.read", "window": "60s", "max_calls": 100,
+         "exceeded_action": "deny", "reason": "Rate limit exceeded -- possible data enumeration"}]})
+    with override_settings(REDIS_URL=redis_url):
+        for n in range(101):
+            ctx = call(agent, "get_customer", {"id": n})
+            ctx.velocity = await velocity.read(index, ctx, now_ms=1_000 + n)
+            index.decide(ctx)
+            await velocity.enforce(index, ctx, now_ms=1_000 + n)
+        assert ctx.velocity["velocity[0]"] == 100
+        assert (ctx.decision, ctx.reason, ctx.rules) == (
+            "deny", "Rate limit exceeded -- possible data enumeration", ["velocity[0]"])
+
+
+async def test_it_escalates_when_the_rule_says_so():
+    index = rules.compile({"policies": [{"intent": "financial.refund.process", "decision": "allow"}], "velocity_rules": [
+        {"intent": "financial.refund.process", "window": "3600s", "max_calls": 1, "exceeded_action": "escalate",
+         "escalation": {"type": "quorum", "reviewers": ["role:admin"], "required": 2, "timeout": "60s"}}]})
+    agent = SUPPORT.__class__(**{**SUPPORT.__dict__, "name": f"support-{uuid.uuid4().hex[:8]}"})
+    with override_settings(REDIS_URL=""):
+        first, second = call(agent, "process_refund"), call(agent, "process_refund")
+        for ctx in (first, second):
+            index.decide(ctx)
+            await velocity.enforce(index, ctx, now_ms=50)
+    assert first.decision == "allow"
+    assert second.decision == "escalate"
+    assert second.rules == ["velocity[0]"]
+    assert second.reason.startswith("Rate limit exceeded: at most 1 calls of financial.refund.process")
+    assert second.escalation == {"type": "quorum", "reviewers": ["role:admin"], "required": 2, "timeout_seconds": 60}
+
+
+async def test_it_fails_closed_when_redis_is_unreachable():
+    index = seed_index()
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        limited = call(ANALYTICS, "get_customer", {"id": 1})
+        with pytest.raises(velocity.VelocityUnavailable):
+            await velocity.read(index, limited)
+        index.decide(limited)
+        await velocity.enforce(index, limited)
+        assert (limited.decision, limited.reason) == ("deny", velocity.UNAVAILABLE)
+        assert limited.rules == ["velocity[0]"]
+        unlimited = call(SUPPORT, "get_customer", {"id": 1})  # no velocity rule applies
+        index.decide(unlimited)
+        await velocity.enforce(index, unlimited)
+        assert unlimited.decision == "allow"
+
+
+WORKER = """
+import asyncio, json, sys
+from policies_app.velocity import RedisCounters, Window
+async def main(url, key, day, n):
+    store = RedisCounters(url)
+    window = Window(key, 60_000, 50)
+    results = await asyncio.gather(*(store.admit([window], day, 1_000_000 + i) for i in range(n)))
+    print(json.dumps(sum(1 for r in results if r == [])))
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+"""
+
+
+@needs_redis
+def test_it_admits_exactly_the_limit_from_two_processes_at_once():
+    key, day = f"test:{uuid.uuid4().hex}", f"test:day:{uuid.uuid4().hex}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), DJANGO_SETTINGS_MODULE="intended.settings")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, REDIS_URL, key, day, "100"], env=env, stdout=subprocess.PIPE, cwd=ROOT)
+        for _ in range(2)
+    ]
+    admitted = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    assert sum(admitted) == 50
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.zcard(key) == 50
+    assert int(client.get(day)) == 50

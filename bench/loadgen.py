@@ -230,6 +230,10 @@ async def open_session(
     session.session_id = response.headers.get("mcp-session-id")
     session.protocol_version = message.get("result", {}).get("protocolVersion") or protocol
     await rpc(client, url, session, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+    # as real clients do; a gateway pins the tool definitions it sees here (trust on first use)
+    listing, _ = await rpc(client, url, session, {"jsonrpc": "2.0", "id": session.new_id(), "method": "tools/list"})
+    if listing is None or "error" in listing:
+        raise CallError("tools_list_error", json.dumps(listing))
     return session
 
 

@@ -47,6 +47,9 @@ DB_NAME = os.environ.get("BENCH_DB", "intended_bench")
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 REDIS_DB = os.environ.get("BENCH_REDIS_DB", "7")
 ONLY = os.environ.get("BENCH_ONLY", "").split()  # restrict to these target names
+# The gateway runs from a clean export of this commit (not the working tree, which other work
+# in progress may have half-edited); BENCH_SOURCE=worktree measures the working tree instead.
+SOURCE = os.environ.get("BENCH_SOURCE", "HEAD")
 
 
 def log(message: str) -> None:
@@ -70,6 +73,24 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float) -> 
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"nothing listening on {port} after {seconds:.0f}s")
+
+
+def gateway_source() -> tuple[Path, str]:
+    """A directory holding the code under test and a description of it."""
+    if SOURCE == "worktree":
+        return ROOT, "working tree of " + git("rev-parse", "--short", "HEAD") + " (with uncommitted changes)"
+    commit = git("rev-parse", SOURCE)
+    target = WORK / "src" / commit[:12]
+    if not (target / "manage.py").exists():
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target, f"commit {commit[:12]} ({git('log', '-1', '--format=%s', commit)})"
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @dataclass
@@ -97,6 +118,8 @@ class Bench:
     runs: list[dict[str, Any]] = field(default_factory=list)
     idle_rss: dict[str, float] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
+    source: Path = ROOT
+    source_note: str = ""
 
     # ------------------------------------------------------------------ processes
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
@@ -147,14 +170,14 @@ class Bench:
             SECRET_KEY="bench-only-secret-key-not-for-production-0123456789",
             ALLOWED_HOSTS="127.0.0.1,localhost",
             LOG_LEVEL="WARNING",
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=str(self.source),
             PATH=f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}",
         )
         return env
 
     def manage(self, *args: str) -> str:
         result = subprocess.run(
-            [PROJECT_PY, "manage.py", *args], cwd=ROOT, env=self.gateway_env(),
+            [PROJECT_PY, "manage.py", *args], cwd=self.source, env=self.gateway_env(),
             capture_output=True, text=True, timeout=300,
         )
         if result.returncode != 0:
@@ -174,14 +197,14 @@ class Bench:
             self.commands["config"] = f"python manage.py apply {path}"
         else:
             log("manage.py apply does not exist yet: seeding through gateway.actions (bench/seed.py)")
-            subprocess.run([PROJECT_PY, str(BENCH / "seed.py"), str(path)], cwd=ROOT, env=self.gateway_env(), check=True)
+            subprocess.run([PROJECT_PY, str(BENCH / "seed.py"), str(path)], cwd=self.source, env=self.gateway_env(), check=True)
             self.commands["config"] = f"python bench/seed.py {path}"
         return self.manage("issue_key", "bench-agent").strip().splitlines()[-1].strip()
 
     def start_gateway(self, name: str, argv_for_port: list[str], token: str) -> None:
         port = free_port()
         argv = [a.replace("{port}", str(port)) for a in argv_for_port]
-        proc = self.spawn(name, argv, env=self.gateway_env())
+        proc = self.spawn(name, argv, env=self.gateway_env(), cwd=self.source)
         try:
             wait_listening(port, proc, 60)
         except (RuntimeError, TimeoutError) as exc:
@@ -396,6 +419,8 @@ def versions() -> dict[str, str]:
 def main() -> int:
     bench = Bench()
     started = time.time()
+    bench.source, bench.source_note = gateway_source()
+    log(f"gateway under test: {bench.source_note}")
     try:
         bench.start_upstreams()
         token = bench.prepare_gateway()
@@ -426,6 +451,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_s": round(time.time() - started, 1),
         "settings": {"quick": QUICK, "duration_s": DURATION, "warmup_s": WARMUP, "reps": REPS, "concurrency": CONCURRENCY},
+        "gateway_source": bench.source_note,
         "versions": versions(),
         "commands": bench.commands,
         "skipped": bench.skipped,

@@ -239,14 +239,14 @@ def run_in_background(task: Any, *args: Any) -> None:
 
 
 def _run_eager(task: Any, args: tuple[Any, ...]) -> None:
-    from django.db import close_old_connections
+    from django.db import connection
 
     try:
         task.apply(args=args)
     except Exception:
         log.exception("background task %s failed", getattr(task, "name", task))
     finally:
-        close_old_connections()
+        connection.close()
 
 
 # --- the held call's side: request, reuse, consume -------------------------------------------

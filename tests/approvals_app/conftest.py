@@ -25,6 +25,11 @@ def make_user(username: str, *groups: str, superuser: bool = False):
     return user
 
 
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def people(db) -> dict[str, Any]:
     return {

@@ -48,6 +48,7 @@ from gateway.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 log = logging.getLogger("intended.gateway.stdio")
 
 MODERN_VERSION_META = "io.modelcontextprotocol/protocolVersion"
+IDLE_STREAM_HEADER = "x-intended-stream"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 STREAM_QUEUE = 256  # messages buffered per response stream before the child is made to wait
 ORPHAN_BUFFER = 100  # server messages kept for a GET stream that is not open yet
@@ -422,7 +423,8 @@ class LegacySession:
             self.get_stream.end()
         self.upstream.forget_session(self.id)
 
-    async def post(self, data: Mapping[str, Any], line: bytes, headers: Sequence[tuple[str, str]]) -> UpstreamResponse:
+    async def post(self, data: Mapping[str, Any], line: bytes, headers: Sequence[tuple[str, str]],
+                   timeout: float | None) -> UpstreamResponse:
         self.last_used = time.monotonic()
         sid = [("mcp-session-id", self.id)]
         if "method" not in data or "id" not in data:  # a notification, or the agent's answer
@@ -440,9 +442,9 @@ class LegacySession:
             self._forget(stream)
             raise
         if stream.sse:
-            return UpstreamResponse(200, _sse_headers(sid), _sse_body(stream, self.upstream.timeout, self._done))
+            return UpstreamResponse(200, _sse_headers(sid), _sse_body(stream, timeout, self._done))
         try:
-            answer = await _final_answer(stream, self.upstream.timeout)
+            answer = await _final_answer(stream, timeout)
         finally:
             self._forget(stream)
         return json_response(200, answer.raw, sid)
@@ -542,7 +544,8 @@ class ModernPool:
         else:
             await pooled.child.stop()
 
-    async def post(self, data: Mapping[str, Any], line: bytes, headers: Sequence[tuple[str, str]]) -> UpstreamResponse:
+    async def post(self, data: Mapping[str, Any], line: bytes, headers: Sequence[tuple[str, str]],
+                   timeout: float | None) -> UpstreamResponse:
         if "method" not in data or "id" not in data:
             # The 2026-07-28 core defines no client-to-server notifications and no server
             # requests to answer; accept and drop, as a stateless HTTP server does.
@@ -557,18 +560,18 @@ class ModernPool:
             await self.release(pooled, reusable=False)
             raise
         if stream.sse:
-            return UpstreamResponse(200, _sse_headers(), self._sse(pooled, stream))
+            return UpstreamResponse(200, _sse_headers(), self._sse(pooled, stream, timeout))
         answer: Message | None = None
         try:
-            answer = await _final_answer(stream, self.upstream.timeout)
+            answer = await _final_answer(stream, timeout)
         finally:
             await self.release(pooled, reusable=answer is not None, answer=answer)
         return json_response(200, answer.raw)
 
-    async def _sse(self, pooled: PooledChild, stream: ResponseStream) -> AsyncIterator[bytes]:
+    async def _sse(self, pooled: PooledChild, stream: ResponseStream, timeout: float | None) -> AsyncIterator[bytes]:
         last: Message | None = None
         try:
-            async for message in stream.messages(self.upstream.timeout):
+            async for message in stream.messages(timeout):
                 last = message
                 yield sse_event(message.raw)
         finally:
@@ -590,33 +593,32 @@ class StdioUpstream:
 
     def __init__(
         self,
-        command: Sequence[str],
+        server: Any,
         *,
         env: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         max_sessions: int = 64,
         max_modern_children: int = 4,
         keep_idle_children: int = 1,
         session_idle_seconds: float = 1800.0,
     ) -> None:
+        """`server` is a gateway.context.ServerView (its command, credential and timeout), or
+        the argv to spawn."""
+        if isinstance(server, (list, tuple)):
+            command, credential_env = list(server), child_environment()
+        else:
+            command = list(server.command)
+            credential_env = child_environment(server.credential_header, server.credential)
+            timeout = server.timeout if timeout is None else timeout
         if not command:
             raise ValueError("a stdio upstream needs a command")
-        self.command = list(command)
-        self.env = dict(env) if env is not None else child_environment()
-        self.timeout = timeout
+        self.command = command
+        self.env = dict(env) if env is not None else credential_env
+        self.timeout = 30.0 if timeout is None else timeout
         self.max_sessions = max_sessions
         self.session_idle_seconds = session_idle_seconds
         self.sessions: dict[str, LegacySession] = {}
         self.modern = ModernPool(self, max_modern_children, keep_idle_children)
-
-    @classmethod
-    def for_server(cls, server: Any) -> StdioUpstream:
-        """From a gateway.context.ServerView (command, credential, timeout)."""
-        return cls(
-            server.command,
-            env=child_environment(server.credential_header, server.credential),
-            timeout=server.timeout,
-        )
 
     async def request(self, method: str, headers: Sequence[tuple[str, str]], body: bytes = b"") -> UpstreamResponse:
         method = method.upper()
@@ -644,12 +646,14 @@ class StdioUpstream:
         if not isinstance(data, dict):
             return http_error(400, -32600, "Invalid Request: one JSON-RPC message per POST")
         line = one_line(body)
+        # The proxy marks answers that may legitimately idle (e.g. subscriptions/listen).
+        timeout = None if header(headers, IDLE_STREAM_HEADER) is not None else self.timeout
         if session is not None:
-            return await session.post(data, line, headers)
+            return await session.post(data, line, headers, timeout)
         if data.get("method") == "initialize":
             return await self._initialize(data, line, headers)
         if is_modern(data):
-            return await self.modern.post(data, line, headers)
+            return await self.modern.post(data, line, headers, timeout)
         return http_error(400, -32000, "Bad Request: No valid session ID provided")
 
     async def _initialize(self, data: Mapping[str, Any], line: bytes, headers: Sequence[tuple[str, str]]) -> UpstreamResponse:

@@ -1,0 +1,77 @@
+"""`python manage.py demo` as a user runs it: a fresh data directory, the embedded default, one
+port; then the official Python SDK client with a printed key, through the gateway."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from tests.support.processes import ROOT, free_port, running
+
+KEY_LINE = re.compile(r"^\s+(lookup-agent|support-agent|analytics-agent)\s+(int_\S+)\s*$", re.M)
+LOGIN_LINE = re.compile(r"^\s+(admin|carol|dave|erin)\s+(\S+)\s+\(", re.M)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], str]]:
+    data_dir = tmp_path_factory.mktemp("demo")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(INTENDED_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT), UVICORN_LOG_LEVEL="warning")
+    port = free_port()
+    log = data_dir / "demo.log"
+    with running([sys.executable, "manage.py", "demo", "--port", str(port)], port, env, log):
+        yield f"http://127.0.0.1:{port}", dict(KEY_LINE.findall(log.read_text())), log.read_text()
+
+
+def test_it_prints_the_urls_keys_and_logins(demo):
+    base, keys, output = demo
+    assert f"{base}/mcp/customer-ops" in output
+    assert set(keys) == {"lookup-agent", "support-agent", "analytics-agent"}
+    assert {user for user, _ in LOGIN_LINE.findall(output)} == {"admin", "carol", "dave", "erin"}
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_it_lets_a_printed_key_list_and_call_the_demo_tools(demo, mode):
+    base, keys, _ = demo
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {keys['support-agent']}"})
+    async with http, Client(streamable_http_client(f"{base}/mcp/customer-ops", http_client=http), mode=mode) as client:  # type: ignore[arg-type]
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        # the support agent's scope: delete_customer does not exist for it
+        assert tools == {"search_customers", "get_customer", "update_customer", "process_refund", "send_email"}
+        result = await client.call_tool("get_customer", {"customer_id": "cus_1001"})
+        assert not result.is_error, result
+        assert result.structured_content["name"] == "Ada Lovelace"
+        found = await client.call_tool("search_customers", {"query": "hopper"})
+        assert "cus_1002" in str(found.structured_content)
+
+
+async def test_it_denies_a_refund_to_the_lookup_agent_with_the_policys_reason(demo):
+    base, keys, _ = demo
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {keys['lookup-agent']}"})
+    async with http, Client(streamable_http_client(f"{base}/mcp/customer-ops", http_client=http)) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("process_refund", {"customer_id": "cus_1001", "amount": 20, "reason": "late"})
+        assert result.is_error
+        assert "Only support agents can process refunds" in result.content[0].text
+
+
+def test_it_keeps_the_demo_upstream_closed_to_anyone_but_the_gateway(demo):
+    base, keys, _ = demo
+    for headers in ({}, {"Authorization": f"Bearer {keys['support-agent']}"}):
+        response = httpx.post(f"{base}/_demo/customer-ops/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                              headers=headers | {"Accept": "application/json, text/event-stream"})
+        assert response.status_code == 401
+
+
+def test_it_refuses_agents_without_a_key(demo):
+    base, _, _ = demo
+    response = httpx.post(f"{base}/mcp/customer-ops", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")

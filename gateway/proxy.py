@@ -687,7 +687,7 @@ def canonical_sha256(arguments: dict[str, Any]) -> str:
 def denial_result(ctx: CallContext) -> dict[str, Any]:
     reason = ctx.reason or "no policy allows this call"
     text = reason if reason.lower().startswith("denied") else f"Denied by policy: {reason}"
-    return {
+    result: dict[str, Any] = {
         "content": [{"type": "text", "text": text}],
         "isError": True,
         "_meta": {
@@ -698,6 +698,9 @@ def denial_result(ctx: CallContext) -> dict[str, Any]:
             "intended/call_id": ctx.call_id,
         },
     }
+    if ctx.era == "modern":
+        result["resultType"] = "complete"  # required on every 2026-07-28 result
+    return result
 
 
 async def audit_decision(ctx: CallContext) -> bool:

@@ -19,8 +19,9 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -271,6 +272,13 @@ class SealRefused(RuntimeError):
         self.failure = failure
 
 
+def unsealed_count() -> int:
+    """Entries not yet covered by a signed checkpoint (a metrics gauge)."""
+    size = ChainHead.objects.filter(pk=1).values_list("size", flat=True).first() or 0
+    sealed = Checkpoint.objects.order_by("-size").values_list("size", flat=True).first() or 0
+    return max(size - sealed, 0)
+
+
 def raise_alert(message: str, first_bad_seq: int | None) -> ChainAlert:
     log.error("audit chain alert: %s", message)
     existing = ChainAlert.objects.filter(resolved_at__isnull=True, message=message).first()
@@ -414,3 +422,27 @@ def expectations_from_store() -> list[Expectation]:
     result += [Expectation(c.size, c.root_hash, "checkpoint kept outside the database", kept=True)
                for c in kept_checkpoints()]
     return result
+
+
+def start_background_sealer(interval: float = 5.0) -> Callable[[], None]:
+    """Seal every `interval` seconds in a daemon thread (the embedded demo's Celery beat).
+
+    Returns a function that stops it."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        from django.db import close_old_connections
+
+        while not stop.wait(interval):
+            try:
+                seal()
+            except SealRefused:
+                pass  # alerted; keep checking so the banner stays current
+            except Exception:
+                log.exception("sealing failed")
+            finally:
+                close_old_connections()
+
+    thread = threading.Thread(target=loop, name="audit-sealer", daemon=True)
+    thread.start()
+    return stop.set

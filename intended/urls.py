@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from audit_app.views import audit_keys
 from gateway import operations
 
 urlpatterns = [
@@ -14,5 +15,8 @@ urlpatterns = [
     path("metrics", operations.metrics_view, name="metrics"),
     path("approvals/", include("approvals_app.urls")),
     path("api/approvals/", include("approvals_app.api")),
+    path("api/audit/", include("audit_app.api")),
+    path(".well-known/intended/audit-keys.json", audit_keys, name="audit-keys"),
+    path("api/", include("policies_app.api")),  # /api/simulate/, /api/policies/
     path("", include("dashboard.urls")),
 ]

@@ -1,0 +1,133 @@
+"""REST API of the audit trail (DRF): search, export, verification, checkpoints.
+
+`GET /api/audit/events/`: filters from, to (ISO 8601), agent, intent (glob), decision, server,
+tool, kind; cursor-paginated (`page_size` up to 1000).
+`GET /api/audit/export/?format=jsonl|csv|ocsf|bundle&<filters>`: streamed.
+`GET /api/audit/verify/`: the stored chain checked end to end.
+`GET /api/audit/checkpoints/latest`: the latest signed checkpoint (`?format=note` for the note alone).
+Admins and auditors only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse, StreamingHttpResponse
+from django.urls import path
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from audit_app import actions, exports, queries
+from audit_app.verify import IntegrityFailure
+
+AUDIT_ROLES = ("admin", "auditor")
+
+
+class IsAuditor(BasePermission):
+    message = "Only admins and auditors may read the audit trail."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        return bool(user.is_superuser) or user.groups.filter(name__in=AUDIT_ROLES).exists()
+
+
+class EntryCursor(CursorPagination):
+    ordering = "seq"
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+FILTER_PARAMETERS = [
+    OpenApiParameter("from", str, description="ISO 8601 time or date (inclusive)"),
+    OpenApiParameter("to", str, description="ISO 8601 time or date (inclusive; a date covers the whole day)"),
+    OpenApiParameter("agent", str), OpenApiParameter("intent", str, description="glob, e.g. financial.refund.*"),
+    OpenApiParameter("decision", str, enum=list(queries.DECISIONS)), OpenApiParameter("server", str),
+    OpenApiParameter("tool", str), OpenApiParameter("kind", str),
+]
+
+
+def _filter(request: Request) -> queries.EntryFilter | Response:
+    try:
+        return queries.EntryFilter.from_params(request.query_params)
+    except queries.FilterError as exc:
+        return Response({"detail": str(exc)}, status=400)
+
+
+@extend_schema(parameters=FILTER_PARAMETERS, responses={200: dict})
+@api_view(["GET"])
+@permission_classes([IsAuditor])
+def events(request: Request) -> Response:
+    flt = _filter(request)
+    if isinstance(flt, Response):
+        return flt
+    paginator = EntryCursor()
+    page = paginator.paginate_queryset(queries.search(flt), request)
+    return paginator.get_paginated_response([queries.entry_json(e) for e in page or []])
+
+
+@extend_schema(parameters=[*FILTER_PARAMETERS, OpenApiParameter("format", str, enum=list(exports.FORMATS))],
+               responses={200: bytes})
+@api_view(["GET"])
+@permission_classes([IsAuditor])
+def export(request: Request) -> Response | StreamingHttpResponse:
+    fmt = request.query_params.get("format", "jsonl")
+    if fmt not in exports.FORMATS:
+        return Response({"detail": f"format must be one of {', '.join(exports.FORMATS)}"}, status=400)
+    flt = _filter(request)
+    if isinstance(flt, Response):
+        return flt
+    if fmt == "bundle":
+        try:
+            actions.seal()
+        except actions.SealRefused as refused:
+            return Response({"detail": f"the chain is broken: {refused.failure}"}, status=409)
+        if queries.latest_checkpoint() is None:
+            return Response({"detail": "nothing is sealed yet"}, status=409)
+    response = StreamingHttpResponse(exports.export(fmt, flt), content_type=exports.CONTENT_TYPES[fmt])
+    response["Content-Disposition"] = f'attachment; filename="intended-audit.{exports.EXTENSIONS[fmt]}"'
+    return response
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+@permission_classes([IsAuditor])
+def verify(request: Request) -> Response:
+    result: dict[str, Any] = {"status": queries.chain_status()}
+    try:
+        report = queries.verify_stored_chain()
+    except IntegrityFailure as failure:
+        actions.raise_alert(str(failure), failure.seq)
+        result.update(valid=False, first_bad_seq=failure.seq, message=str(failure))
+        result["status"] = queries.chain_status()
+        return Response(result)
+    result.update(valid=True, size=report.size, root_hash=report.root.hex(),
+                  checkpoints_checked=len(report.checked), first_bad_seq=None, message="valid")
+    return Response(result)
+
+
+@extend_schema(parameters=[OpenApiParameter("format", str, enum=["json", "note"])], responses={200: dict})
+@api_view(["GET"])
+@permission_classes([IsAuditor])
+def latest_checkpoint(request: Request) -> Response | HttpResponse:
+    row = queries.latest_checkpoint()
+    if row is None:
+        return Response({"detail": "nothing is sealed yet"}, status=404)
+    if request.query_params.get("format") == "note":
+        return HttpResponse(row.note, content_type="text/plain; charset=utf-8")
+    return Response(queries.checkpoint_json(row))
+
+
+urlpatterns = [
+    path("events/", events, name="audit-events"),
+    path("export/", export, name="audit-export"),
+    path("verify/", verify, name="audit-verify"),
+    path("checkpoints/latest", latest_checkpoint, name="audit-checkpoint-latest"),
+    path("checkpoints/latest/", latest_checkpoint),
+]

@@ -1,0 +1,167 @@
+"""Exports of a filtered range: JSON Lines, CSV, OCSF API Activity and the signed bundle.
+
+Each is a generator of text chunks, streamed by the API and written by `audit_export`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from audit_app import keys, signing
+from audit_app.models import Checkpoint
+from audit_app.queries import EntryFilter, entry_json, latest_checkpoint, search, tree
+from audit_app.verify import BUNDLE_FORMAT, entries_digest, manifest_text
+
+FORMATS = ("jsonl", "csv", "ocsf", "bundle")
+CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv", "ocsf": "application/x-ndjson",
+                 "bundle": "application/json"}
+EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "ocsf": "ocsf.jsonl", "bundle": "bundle.json"}
+CSV_COLUMNS = ("seq", "time", "kind", "agent", "server", "tool", "intent", "decision", "reason", "rules", "risk",
+               "args", "args_sha256", "approval", "outcome", "call_id", "leaf_hash")
+MAX_OLDER_CHECKPOINTS = 1000
+
+
+def export(fmt: str, flt: EntryFilter) -> Iterator[str]:
+    if fmt == "jsonl":
+        return jsonl(flt)
+    if fmt == "csv":
+        return csv_rows(flt)
+    if fmt == "ocsf":
+        return ocsf(flt)
+    if fmt == "bundle":
+        return bundle(flt)
+    raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def jsonl(flt: EntryFilter) -> Iterator[str]:
+    for entry in search(flt).iterator(chunk_size=2000):
+        yield json.dumps(entry_json(entry), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = str(value)
+    # spreadsheet formula injection: a cell an auditor opens must not run
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def csv_rows(flt: EntryFilter) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for entry in search(flt).iterator(chunk_size=2000):
+        data = entry_json(entry)
+        writer.writerow([_cell(data.get(column)) for column in CSV_COLUMNS])
+        if buffer.tell() > 65536:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+OCSF_VERSION = "1.3.0"
+API_ACTIVITY = 6003
+ACTIVITY_IDS = {"decision": 99, "outcome": 99, "approval": 3, "admin": 3, "tool": 3, "session": 1}
+
+
+def ocsf_event(data: dict[str, Any]) -> dict[str, Any]:
+    """One entry as an OCSF API Activity event (class 6003) with the Security Control profile."""
+    kind = data["kind"]
+    activity_id = ACTIVITY_IDS.get(kind, 0)
+    decision = data.get("decision")
+    outcome = data.get("outcome") or {}
+    failed = decision == "deny" or outcome.get("status") in ("error", "timeout")
+    moment = datetime.fromisoformat(str(data["time"]).replace("Z", "+00:00"))
+    event: dict[str, Any] = {
+        "category_uid": 6,
+        "category_name": "Application Activity",
+        "class_uid": API_ACTIVITY,
+        "class_name": "API Activity",
+        "activity_id": activity_id,
+        "type_uid": API_ACTIVITY * 100 + activity_id,
+        "time": int(moment.timestamp() * 1000),
+        "severity_id": 3 if decision == "deny" else (2 if decision == "escalate" else 1),
+        "status_id": 2 if failed else 1,
+        "status": "Failure" if failed else "Success",
+        "message": data.get("reason") or f"{kind} {data.get('intent') or data.get('action') or ''}".strip(),
+        "actor": {"user": {"name": data.get("agent") or data.get("actor") or "", "type": "agent" if data.get("agent") else "user"}},
+        "api": {"operation": data.get("tool") or data.get("action") or kind,
+                "service": {"name": data.get("server") or "intended"}},
+        "metadata": {"version": OCSF_VERSION, "uid": data["leaf_hash"], "correlation_uid": data.get("call_id") or "",
+                     "sequence": data["seq"], "log_name": keys.origin(),
+                     "product": {"name": "Intended", "vendor_name": "Intended"}},
+        "unmapped": {k: v for k, v in data.items() if v is not None and k not in ("time", "seq", "leaf_hash")},
+    }
+    if data.get("client"):
+        event["src_endpoint"] = {"ip": str(data["client"]).rsplit(":", 1)[0]}
+    if decision:
+        event["action_id"] = {"allow": 1, "deny": 2}.get(decision, 99)
+        event["action"] = {"allow": "Allowed", "deny": "Denied"}.get(decision, "Escalated")
+        event["disposition_id"] = {"allow": 1, "deny": 2}.get(decision, 99)
+    if outcome:
+        event["duration"] = outcome.get("latency_ms")
+    return event
+
+
+def ocsf(flt: EntryFilter) -> Iterator[str]:
+    for entry in search(flt).iterator(chunk_size=2000):
+        yield json.dumps(ocsf_event(entry_json(entry)), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def bundle(flt: EntryFilter) -> Iterator[str]:
+    """The signed bundle: manifest, entries, checkpoints, proofs and public keys, in one JSON file.
+
+    Covers the entries of the filter that the latest checkpoint seals; seal first for the newest.
+    """
+    row = latest_checkpoint()
+    if row is None:
+        raise ValueError("nothing is sealed yet: run `python manage.py seal` first")
+    size = row.size
+    selected = search(flt).filter(seq__lt=size)
+    seqs: list[int] = []
+    leaves: list[bytes] = []
+    for seq, leaf in selected.values_list("seq", "leaf_hash").iterator(chunk_size=5000):
+        seqs.append(seq)
+        leaves.append(bytes.fromhex(leaf))
+    merkle = tree(size)
+    complete = seqs == list(range(size))
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    signers = [k.signer for k in keys.signing_keys()]
+    text = manifest_text(origin=keys.origin(), tree_size=size, seqs=seqs, entries_sha256=entries_digest(leaves),
+                         created=now, filters=flt.as_dict())
+    older = list(Checkpoint.objects.filter(size__gt=0, size__lt=size).order_by("-size")[:MAX_OLDER_CHECKPOINTS])
+    head = {
+        "format": BUNDLE_FORMAT,
+        "manifest": {"origin": keys.origin(), "tree_size": size, "count": len(seqs), "created": now,
+                     "filters": flt.as_dict(), "complete": complete,
+                     "first_seq": seqs[0] if seqs else None, "last_seq": seqs[-1] if seqs else None},
+        "manifest_note": signing.sign_note(text, signers),
+        "checkpoint": row.note,
+        "keys": keys.published(),
+        "checkpoints": [
+            {"size": old.size, "note": old.note,
+             "consistency": [signing.b64(p) for p in merkle.consistency_proof(old.size, size)]}
+            for old in reversed(older)
+        ],
+    }
+    opening = json.dumps(head, ensure_ascii=False, indent=1)
+    yield opening[: opening.rstrip().rfind("}")].rstrip() + ',\n "entries": [\n'
+    first = True
+    for seq, data, leaf in selected.values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000):
+        item: dict[str, Any] = {"seq": seq, "leaf_hash": leaf, "entry": bytes(data).decode("utf-8")}
+        if not complete:
+            proof = merkle.inclusion_proof(seq, size)
+            item["inclusion"] = [signing.b64(p) for p in proof]
+        yield ("" if first else ",\n") + "  " + json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+        first = False
+    yield "\n ]\n}\n"
+
+

@@ -8,7 +8,6 @@ dashboard only calls them. While a part has not landed yet, its adapter raises
 from __future__ import annotations
 
 import importlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -147,22 +146,16 @@ def approve_tool(*, server: str, tool: str, acting_user: str) -> None:
 # --- the audit trail (audit_app) -----------------------------------------------------------
 
 def entry_record(entry: Any) -> dict[str, Any]:
-    """The entry as recorded: its canonical JSON bytes are the record (the columns are copies)."""
-    raw = getattr(entry, "canonical", None)
-    if raw:
-        try:
-            record = json.loads(bytes(raw))
-        except ValueError:
-            record = None
-        if isinstance(record, dict):
-            return record
-    return {f.name: getattr(entry, f.name) for f in entry._meta.concrete_fields if f.name != "canonical"}
+    """The entry as recorded (the contract's fields first), decoded from its canonical bytes."""
+    try:
+        entry_json = _find("audit_app.queries", "entry_json")
+    except NotAvailable:
+        return {f.name: getattr(entry, f.name) for f in entry._meta.concrete_fields}
+    return entry_json(entry)
 
 
 def chain_status() -> dict[str, Any]:
-    status = _find("audit_app.queries", "chain_status")
-    result = status()
-    return result if isinstance(result, dict) else dict(vars(result))
+    return _find("audit_app.queries", "chain_status")()
 
 
 def checkpoints(limit: int = 50) -> list[Any]:
@@ -170,37 +163,35 @@ def checkpoints(limit: int = 50) -> list[Any]:
     return list(model.objects.order_by("-size")[:limit])
 
 
-def inclusion_proof(entry: Any) -> dict[str, Any]:
-    proof = _find("audit_app.queries", "inclusion_proof")
-    result = proof(entry)
-    return result if isinstance(result, dict) else dict(vars(result))
+def inclusion_proof(seq: int) -> dict[str, Any] | None:
+    return _find("audit_app.queries", "inclusion_proof")(seq)
+
+
+def entry_filter(filters: dict[str, Any]) -> Any:
+    entry_filter = _find("audit_app.queries", "EntryFilter")
+    return entry_filter(start=filters.get("from"), end=filters.get("to"),
+                        **{k: v for k, v in filters.items() if k not in ("from", "to")})
 
 
 def search_entries(filters: dict[str, Any], *, limit: int = 100) -> list[Any]:
     """The newest entries matching the audit filters (from, to, agent, intent glob, decision,
-    server, tool), newest first."""
-    try:
-        search = _find("audit_app.queries", "search")
-    except NotAvailable:
-        return _column_search(filters, limit=limit)
-    return list(search(filters)[:limit])
+    server, tool)."""
+    search = _find("audit_app.queries", "search")
+    return list(search(entry_filter(filters)).order_by("-seq")[:limit])
 
 
-def _column_search(filters: dict[str, Any], *, limit: int) -> list[Any]:
-    # Until audit_app.queries lands: the same filters over the entry's query columns.
-    import fnmatch
+def export_chunks(fmt: str, filters: dict[str, Any]) -> Any:
+    """Text chunks of one export; a bundle first seals, so that it covers the newest entries."""
+    export = _find("audit_app.exports", "export")
+    if fmt == "bundle":
+        _find("audit_app.actions", "seal")()
+    return export(fmt, entry_filter(filters))
 
-    from audit_app.models import AuditEntry
 
-    rows = AuditEntry.objects.order_by("-seq")
-    if filters.get("from"):
-        rows = rows.filter(time__gte=filters["from"])
-    if filters.get("to"):
-        rows = rows.filter(time__lte=filters["to"])
-    for name in ("agent", "decision", "server", "tool"):
-        if filters.get(name):
-            rows = rows.filter(**{name: filters[name]})
-    glob = filters.get("intent")
-    if not glob:
-        return list(rows[:limit])
-    return [r for r in rows[: limit * 20] if fnmatch.fnmatchcase(r.intent, glob)][:limit]
+def export_filename(fmt: str) -> str:
+    extensions = _find("audit_app.exports", "EXTENSIONS")
+    return f"intended-audit.{extensions[fmt]}"
+
+
+def export_content_type(fmt: str) -> str:
+    return _find("audit_app.exports", "CONTENT_TYPES")[fmt]

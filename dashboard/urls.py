@@ -28,5 +28,6 @@ urlpatterns = [
     path("policies/simulate/", policies.simulator, name="simulate"),
     path("audit/", audit.audit_search, name="audit"),
     path("audit/entries/<int:seq>/", audit.audit_entry, name="audit-entry"),
+    path("audit/export/", audit.audit_export, name="audit-export"),
     path("audit/checkpoints/", audit.checkpoint_list, name="checkpoints"),
 ]

@@ -3,9 +3,16 @@ status and a live tail (dashboard.tail over a websocket)."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
 from django.shortcuts import render
 
 from dashboard import backends, roles
@@ -25,12 +32,13 @@ def _optional(call: Any, *args: Any) -> tuple[Any, str]:
 def audit_search(request: HttpRequest) -> HttpResponse:
     form = AuditSearchForm(request.GET or None)
     filters = form.filters() if form.is_valid() else {}
-    entries = [entry_row(e) for e in backends.search_entries(filters)] if not form.errors else []
+    entries, unavailable = _optional(backends.search_entries, filters)
     query = form.query_string() if form.is_valid() else ""
     chain, chain_unavailable = _optional(backends.chain_status)
     return render(request, "dashboard/audit.html", {
-        "form": form, "entries": entries, "filtered": bool(filters),
-        "exports": [(fmt, label, f"/api/audit/export/?format={fmt}" + (f"&{query}" if query else ""))
+        "form": form, "entries": [entry_row(e) for e in entries or []], "filtered": bool(filters),
+        "unavailable": unavailable,
+        "exports": [(fmt, label, f"/audit/export/?format={fmt}" + (f"&{query}" if query else ""))
                     for fmt, label in EXPORT_FORMATS],
         "chain": chain, "chain_unavailable": chain_unavailable,
     })
@@ -41,7 +49,7 @@ def entry_row(entry: Any) -> dict[str, Any]:
     record = backends.entry_record(entry)
     return {"seq": entry.seq, "time": entry.time, "kind": entry.kind, "agent": entry.agent,
             "server": entry.server, "tool": entry.tool, "intent": entry.intent,
-            "decision": entry.decision, "reason": record.get("reason") or record.get("action") or ""}
+            "decision": entry.decision, "reason": record.get("reason") or ""}
 
 
 def entry_by_seq(seq: int) -> Any:
@@ -54,13 +62,10 @@ STRUCTURED = {"args", "risk", "rules", "outcome", "approval", "details", "body"}
 
 
 def entry_fields(entry: Any) -> list[tuple[str, Any, bool]]:
-    """(name, value, structured) for each recorded field, then the leaf hash."""
+    """(name, value, structured) for each recorded field."""
     record = backends.entry_record(entry)
-    fields = [(name, value, name in STRUCTURED or isinstance(value, dict | list))
-              for name, value in record.items()]
-    if "leaf_hash" not in record:
-        fields.append(("leaf_hash", entry.leaf_hash, False))
-    return fields
+    return [(name, value, name in STRUCTURED or isinstance(value, dict | list))
+            for name, value in record.items()]
 
 
 @roles.auditor_required
@@ -68,11 +73,32 @@ def audit_entry(request: HttpRequest, seq: int) -> HttpResponse:
     entry = entry_by_seq(seq)
     if entry is None:
         raise Http404("No audit entry with that sequence number")
-    proof, proof_unavailable = _optional(backends.inclusion_proof, entry)
+    proof, proof_unavailable = _optional(backends.inclusion_proof, seq)
     return render(request, "dashboard/audit_entry.html", {
         "entry": entry, "seq": seq, "fields": entry_fields(entry),
         "proof": proof, "proof_unavailable": proof_unavailable,
     })
+
+
+@roles.auditor_required
+def audit_export(request: HttpRequest) -> HttpResponse:
+    fmt = request.GET.get("format", "")
+    if fmt not in dict(EXPORT_FORMATS):
+        return HttpResponseBadRequest(f"format must be one of {', '.join(dict(EXPORT_FORMATS))}")
+    form = AuditSearchForm(request.GET)
+    if not form.is_valid():
+        return HttpResponseBadRequest("; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+    try:
+        chunks = backends.export_chunks(fmt, form.filters())
+        first = next(chunks, "")  # a refusal (nothing sealed yet) is raised before streaming
+    except backends.NotAvailable as exc:
+        return HttpResponse(f"Exports are not available yet: {exc}", status=503, content_type="text/plain")
+    except ValueError as exc:
+        return HttpResponse(str(exc), status=409, content_type="text/plain")
+    response = StreamingHttpResponse(itertools.chain([first], chunks),
+                                     content_type=backends.export_content_type(fmt))
+    response["Content-Disposition"] = f'attachment; filename="{backends.export_filename(fmt)}"'
+    return response
 
 
 @roles.auditor_required

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from audit_app.actions import append_entries, seal
+
+
+def call(agent: str, tool: str, intent: str, decision: str, reason: str = "", latency: float = 12.5) -> None:
+    call_id = f"{agent}-{tool}-{decision}"
+    common = {"call_id": call_id, "agent": agent, "server": "customer-ops", "tool": tool, "intent": intent}
+    append_entries([
+        {"kind": "decision", **common, "decision": decision, "reason": reason, "rules": [], "risk": {"score": 10, "factors": []}},
+        {"kind": "outcome", **common, "outcome": {"status": "ok", "latency_ms": latency}},
+    ])
+
+
+@pytest.fixture
+def trail(db):
+    call("support-agent", "process_refund", "financial.refund.process", "escalate", "Refunds need a lead")
+    call("lookup-agent", "process_refund", "financial.refund.process", "deny", "Only support agents can process refunds")
+    call("support-agent", "get_customer", "data.customer.read", "allow", latency=40.0)
+
+
+def seqs(response) -> list[int]:
+    return [int(s) for s in re.findall(rb'<td><a href="/audit/entries/(\d+)/">', response.content)]
+
+
+def seq_of(agent: str, kind: str, tool: str = "process_refund") -> int:
+    from audit_app.models import AuditEntry
+
+    return AuditEntry.objects.get(agent=agent, kind=kind, tool=tool).seq
+
+
+def test_it_searches_by_agent_and_intent_glob(auditor_client, trail):
+    response = auditor_client.get("/audit/", {"agent": "support-agent", "intent": "financial.refund.*"})
+    assert response.status_code == 200
+    assert seqs(response) == [seq_of("support-agent", "outcome"), seq_of("support-agent", "decision")]
+    assert b"Refunds need a lead" in response.content
+
+
+def test_it_searches_by_decision(auditor_client, trail):
+    response = auditor_client.get("/audit/", {"decision": "deny"})
+    assert seqs(response) == [seq_of("lookup-agent", "decision")]
+
+
+def test_it_says_when_nothing_matches(auditor_client, trail):
+    response = auditor_client.get("/audit/", {"agent": "nobody"})
+    assert b"Nothing matches these filters." in response.content
+
+
+def test_it_links_the_exports_with_the_same_filters(auditor_client, trail):
+    response = auditor_client.get("/audit/", {"agent": "lookup-agent"})
+    for fmt in ("jsonl", "csv", "ocsf", "bundle"):
+        assert f'href="/audit/export/?format={fmt}&amp;agent=lookup-agent"'.encode() in response.content
+
+
+def test_it_exports_json_lines_of_the_filtered_entries(auditor_client, trail):
+    response = auditor_client.get("/audit/export/", {"format": "jsonl", "agent": "lookup-agent"})
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'attachment; filename="intended-audit.jsonl"'
+    lines = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+    assert [(e["agent"], e["kind"], e["reason"]) for e in lines] == [
+        ("lookup-agent", "decision", "Only support agents can process refunds"), ("lookup-agent", "outcome", None)]
+
+
+def test_it_exports_a_signed_bundle_after_sealing(auditor_client, trail):
+    response = auditor_client.get("/audit/export/", {"format": "bundle"})
+    assert response.status_code == 200
+    bundle = json.loads(b"".join(response.streaming_content))
+    from audit_app.models import AuditEntry
+
+    assert bundle["manifest"]["count"] == AuditEntry.objects.count()
+
+
+def test_it_refuses_an_unknown_export_format(auditor_client, trail):
+    assert auditor_client.get("/audit/export/", {"format": "xml"}).status_code == 400
+
+
+def test_it_shows_an_entry_with_its_inclusion_proof(auditor_client, trail):
+    seq = seq_of("lookup-agent", "decision")
+    page = auditor_client.get(f"/audit/entries/{seq}/")
+    assert b"Only support agents can process refunds" in page.content
+    assert b"not covered by a checkpoint yet" in page.content
+    seal()
+    page = auditor_client.get(f"/audit/entries/{seq}/")
+    assert b"Audit path" in page.content and b"Signed checkpoint" in page.content
+
+
+def test_it_lists_checkpoints_and_the_chain_status(auditor_client, trail):
+    seal()
+    page = auditor_client.get("/audit/checkpoints/")
+    assert b"chain intact" in page.content
+    from audit_app.models import AuditEntry
+
+    assert f'<td class="num">{AuditEntry.objects.count()}</td>'.encode() in page.content
+
+
+def test_it_shows_calls_latency_and_top_agents_on_the_overview(auditor_client, trail):
+    page = auditor_client.get("/")
+    assert b"<p class=\"stat\">3 <small>" in page.content
+    assert b"support-agent" in page.content
+    assert b"40.0 <small>ms" not in page.content  # the median of 12.5, 12.5, 40 is 12.5
+    assert b"12.5 <small>ms median" in page.content
+    assert b"chain-h" in page.content

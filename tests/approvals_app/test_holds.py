@@ -22,14 +22,6 @@ def quick_polling(settings):
     settings.INTENDED_KEEPALIVE_SECONDS = 0.1
 
 
-@pytest.fixture(autouse=True)
-async def close_thread_connections():
-    yield
-    from django.db import connection
-
-    await sync_to_async(connection.close)()  # the thread that ran the ORM calls keeps one open
-
-
 async def pending_approval(ctx_call_id: str | None = None) -> Approval:
     while True:
         found = await sync_to_async(lambda: Approval.objects.filter(status="pending").order_by("id").last())()

@@ -117,6 +117,7 @@ class RequestLog:
             "method": scope["method"],
             "mcp_method": parsed.get("method") if isinstance(parsed, dict) else None,
             "is_response": isinstance(parsed, dict) and "method" not in parsed,
+            "tool": (parsed.get("params") or {}).get("name") if isinstance(parsed, dict) else None,
             "headers": {k: headers[k] for k in LOGGED_HEADERS if k in headers},
             "size": len(body),
         }

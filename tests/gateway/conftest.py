@@ -1,0 +1,150 @@
+"""Real processes for the gateway tests: an MCPServer upstream (stateless JSON or stateful SSE)
+that logs every HTTP request it receives, the gateway itself, and the personas and keys."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.processes import ROOT, free_port, live_gateway, running
+
+UPSTREAM_APP = ROOT / "tests" / "gateway" / "upstream_app.py"
+UPSTREAM_CREDENTIAL = "upstream-secret-for-the-gateway"
+# alice may use every tool but delete_everything, which a policy denies anyway; mallory may
+# use only echo; carol has no scope on the server at all.
+ALICE_TOOLS = ["echo", "add", "fail", "slow", "count_up", "greet_asked", "delete_everything"]
+
+
+@dataclass
+class Upstream:
+    url: str
+    log: Path
+
+    def requests(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+    def count(self) -> int:
+        return len(self.requests())
+
+    def mcp_methods(self) -> list[str | None]:
+        return [r["mcp_method"] for r in self.requests()]
+
+
+@contextmanager
+def running_upstream(tmp_path: Path, mode: str) -> Iterator[Upstream]:
+    port = free_port()
+    log = tmp_path / f"upstream-{mode}-{port}.jsonl"
+    argv = [sys.executable, str(UPSTREAM_APP), "--port", str(port), "--mode", mode, "--log", str(log)]
+    with running(argv, port, log=tmp_path / f"upstream-{mode}-{port}.out"):
+        yield Upstream(f"http://127.0.0.1:{port}/mcp", log)
+
+
+@dataclass
+class World:
+    """The gateway in front of one upstream, with the personas' keys."""
+
+    base: str
+    server: str
+    upstream: Upstream
+    keys: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/mcp/{self.server}"
+
+
+def allow_policies() -> None:
+    """Let the agents' calls through, except delete_everything (denied with a reason). Written
+    through the policy actions when the decision engine is installed (else the skeleton
+    allows everything)."""
+    try:
+        from policies_app.actions import save_policy_document
+    except ImportError:
+        return
+    save_policy_document({"policies": [
+        {"intent": "mcp.*", "decision": "allow"},
+        {"intent": "mcp.*.delete_everything", "decision": "deny", "reason": "Nobody deletes everything"},
+    ]}, acting_user="tests")
+
+
+def make_world(base: str, upstream: Upstream, server: str = "up", **server_fields: Any) -> World:
+    from gateway import actions
+
+    actions.save_server(acting_user="tests", name=server, url=upstream.url,
+                        credential_header="X-Upstream-Token", credential=UPSTREAM_CREDENTIAL, **server_fields)
+    personas = {
+        "alice": {server: ALICE_TOOLS},
+        "mallory": {server: ["echo"]},
+        "carol": {"elsewhere": "*"},
+    }
+    keys = {}
+    for name, scope in personas.items():
+        agent = actions.save_agent(acting_user="tests", name=name, tool_scope=scope)
+        keys[name] = actions.issue_key(acting_user="tests", agent=agent)[1]
+    allow_policies()
+    return World(base, server, upstream, keys)
+
+
+@contextmanager
+def committed_world(django_db_blocker: Any, tmp_path: Path, mode: str) -> Iterator[World]:
+    """A world shared by the tests of one module that only talk HTTP to it: its rows are
+    committed for the module's lifetime (the gateway is another process) and flushed after."""
+    from django.core.management import call_command
+
+    with running_upstream(tmp_path, mode) as upstream:
+        with django_db_blocker.unblock():
+            call_command("flush", interactive=False, verbosity=0)
+            try:
+                with live_gateway() as base:
+                    yield make_world(base, upstream)
+            finally:
+                call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture(scope="module")
+def shared_world(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[World]:
+    with committed_world(django_db_blocker, tmp_path_factory.mktemp("gw"), "stateful") as world:
+        yield world
+
+
+@pytest.fixture(scope="module")
+def shared_stateless_world(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[World]:
+    with committed_world(django_db_blocker, tmp_path_factory.mktemp("gw"), "stateless") as world:
+        yield world
+
+
+@pytest.fixture
+def stateful_upstream(tmp_path: Path) -> Iterator[Upstream]:
+    with running_upstream(tmp_path, "stateful") as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def stateless_upstream(tmp_path: Path) -> Iterator[Upstream]:
+    with running_upstream(tmp_path, "stateless") as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def gateway_base(transactional_db: Any) -> Iterator[str]:
+    with live_gateway() as base:
+        yield base
+
+
+@pytest.fixture
+def world(gateway_base: str, stateful_upstream: Upstream) -> World:
+    return make_world(gateway_base, stateful_upstream)
+
+
+@pytest.fixture
+def stateless_world(gateway_base: str, stateless_upstream: Upstream) -> World:
+    return make_world(gateway_base, stateless_upstream)

@@ -1,0 +1,41 @@
+"""Keys and agents that stop being valid: the running gateway notices within its
+configuration poll, and refuses them with 401 before anything reaches the upstream."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tests.gateway.conftest import World
+from tests.gateway.test_door import error_of, eventually, ping, post, untouched
+
+
+def test_it_refuses_a_revoked_key(world: World) -> None:
+    from gateway import actions
+    from gateway.models import AgentKey
+
+    assert post(world, ping(), world.keys["alice"]).status_code not in (401, 403)  # reached the upstream
+    before = world.upstream.count()
+    prefix = world.keys["alice"].split("_")[1]
+    actions.revoke_key(acting_user="tests", key=AgentKey.objects.get(prefix=prefix))
+    eventually(lambda: post(world, ping(), world.keys["alice"]).status_code == 401)
+    response = post(world, ping(), world.keys["alice"])
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    untouched(world, before)
+
+
+def test_it_refuses_an_expired_key_and_a_disabled_agent(world: World) -> None:
+    from django.db import transaction
+    from django.utils import timezone
+
+    from gateway import actions
+    from gateway.models import AgentKey, ConfigStamp
+
+    with transaction.atomic():
+        prefix = world.keys["mallory"].split("_")[1]
+        AgentKey.objects.filter(prefix=prefix).update(expires_at=timezone.now() - timedelta(minutes=1))
+        ConfigStamp.bump()
+    actions.save_agent(acting_user="tests", name="alice", enabled=False)
+    eventually(lambda: post(world, ping(), world.keys["alice"]).status_code == 401)
+    assert "expired" in error_of(post(world, ping(), world.keys["mallory"]))["message"]
+    assert "disabled" in error_of(post(world, ping(), world.keys["alice"]))["message"]
+    untouched(world, 0)

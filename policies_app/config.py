@@ -88,7 +88,7 @@ def parse_yaml(text: str) -> tuple[Any, dict[Path, int]]:
     constructor = yaml.SafeLoader("")
 
     def convert(n: yaml.Node, path: Path) -> Any:
-        lines[path] = n.start_mark.line + 1
+        lines.setdefault(path, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in n.value:
@@ -99,6 +99,7 @@ def parse_yaml(text: str) -> tuple[Any, dict[Path, int]]:
                 if key in out:
                     errors.append(f"line {key_node.start_mark.line + 1}: {render(path + (key,))} is given twice")
                     continue
+                lines[path + (key,)] = key_node.start_mark.line + 1  # errors point at the key
                 out[key] = convert(value_node, path + (key,))
             return out
         if isinstance(n, yaml.SequenceNode):

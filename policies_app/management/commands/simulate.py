@@ -15,12 +15,12 @@ class Command(BaseCommand):
         parser.add_argument("--agent", required=True)
         parser.add_argument("--server", required=True)
         parser.add_argument("--tool", required=True)
-        parser.add_argument("--args", default="{}", help="the arguments as a JSON object")
+        parser.add_argument("--args", dest="arguments", default="{}", help="the arguments as a JSON object")
         parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            arguments = json.loads(options["args"])
+            arguments = json.loads(options["arguments"])
         except json.JSONDecodeError as exc:
             raise CommandError(f"--args is not JSON: {exc}") from None
         try:

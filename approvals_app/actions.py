@@ -256,8 +256,8 @@ def _redacted_arguments(ctx: CallContext) -> dict[str, Any]:
     """The reviewer sees every argument, except what the domain pack redacts in the audit."""
     from policies_app import packs
 
-    redact: Callable[..., Any] | None = getattr(packs, "redact_arguments", None)
-    if redact is None:
+    redact: Callable[..., Any] | None = getattr(packs, "redact", None)
+    if redact is None or not ctx.server.domain_pack:
         return dict(ctx.arguments)
     try:
         return dict(redact(ctx.server.domain_pack, ctx.intent, ctx.arguments))

@@ -76,7 +76,7 @@ def approval_entries(approval_id: int | None = None) -> list[dict[str, Any]]:
     from audit_app.models import AuditEntry
 
     found = []
-    for entry in AuditEntry.objects.order_by("id"):
+    for entry in AuditEntry.objects.all():  # in chain order
         fields = _entry_fields(entry)
         approval = fields.get("approval")
         if not isinstance(approval, dict) and str(fields.get("action", "")).startswith("approval."):

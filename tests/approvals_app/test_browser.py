@@ -1,0 +1,205 @@
+"""Issue 4, acceptance 1: a reviewer decides a held refund live in a real browser (Debian
+chromium) against a real gateway (daphne), a real upstream MCP server and the official Python
+SDK as the support agent. Screenshots go to test-artifacts/approvals/."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.approvals_app.conftest import approval_entries, make_user
+from tests.support.processes import ROOT, free_port, live_gateway, running
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+ARTIFACTS = ROOT / "test-artifacts" / "approvals"
+# Plain HTTP on loopback, whatever the database: cookies without the Secure flag.
+GATEWAY_ENV = {"SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false", "SECURE_HSTS_SECONDS": "0",
+               "SECURE_SSL_REDIRECT": "false", "INTENDED_APPROVAL_POLL_SECONDS": "1"}
+
+CONFIG = """
+servers:
+  - name: customer-ops
+    url: {upstream}
+    domain_pack: saas-ops
+    tools:
+      process_refund: financial.refund.process
+agents:
+  - name: support-agent
+    owner: alice
+    roles: [support]
+    tools: {{customer-ops: [get_customer, process_refund]}}
+reviewers:
+  - {{role: support-lead, users: [carol, dave]}}
+policies:
+  - intent: financial.refund.process
+    agents: [support-agent]
+    decision: escalate
+    escalation: {{type: single, reviewers: [role:support-lead], timeout: 120s}}
+    reason: "Refunds need a support lead's approval"
+"""
+
+
+@contextmanager
+def refund_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    port = free_port()
+    refunds = tmp_path / "refunds.jsonl"
+    argv = [sys.executable, str(ROOT / "tests" / "approvals_app" / "refund_upstream.py"),
+            "--port", str(port), "--log", str(refunds)]
+    with running(argv, port, {**os.environ, "PYTHONPATH": str(ROOT)}, log=tmp_path / "upstream.log"):
+        yield f"http://127.0.0.1:{port}/mcp", refunds
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class AgentCall(threading.Thread):
+    """The support agent calling process_refund with the Python SDK, on its own thread."""
+
+    def __init__(self, url: str, key: str, arguments: dict[str, Any]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.key, self.arguments = url, key, arguments
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        async def call() -> Any:
+            http = create_mcp_http_client(headers={"Authorization": f"Bearer {self.key}"})
+            async with http, Client(streamable_http_client(self.url, http_client=http),  # type: ignore[arg-type]
+                                    read_timeout_seconds=120) as client:
+                await client.list_tools()  # as agents do; the gateway pins the tools it sees
+                return await client.call_tool("process_refund", self.arguments)
+
+        try:
+            self.result = anyio.run(call)
+        except BaseException as exc:
+            self.error = exc
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    from django.test import Client as DjangoClient
+
+    from gateway import actions
+    from gateway.models import Agent
+    from policies_app.actions import apply_config
+
+    with refund_upstream(tmp_path) as (upstream, refunds):
+        apply_config(CONFIG.format(upstream=upstream), acting_user="tests")
+        key = actions.issue_key(acting_user="tests", agent=Agent.objects.get(name="support-agent"))[1]
+        make_user("alice")
+        browser_session = DjangoClient()
+        from django.contrib.auth.models import User
+
+        carol = User.objects.get(username="carol")
+        browser_session.force_login(carol)
+        with live_gateway("daphne", **GATEWAY_ENV) as base:
+            yield {"base": base, "url": f"{base}/mcp/customer-ops", "key": key, "refunds": refunds,
+                   "session": browser_session.cookies["sessionid"].value}
+
+
+def refunds_made(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def open_queue(browser: Any, world: dict[str, Any]) -> Any:
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": world["session"], "url": world["base"]}])
+    page = context.new_page()
+    page.goto(world["base"] + "/approvals/")
+    page.wait_for_selector("#live-status[data-state=live]", timeout=10_000)
+    return page
+
+
+def decide_live(world: dict[str, Any], verdict: str, comment: str, arguments: dict[str, Any]) -> tuple[AgentCall, int]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with chromium() as browser:
+        page = open_queue(browser, world)
+        page.screenshot(path=str(ARTIFACTS / f"{verdict}-1-empty-queue.png"))
+        agent = AgentCall(world["url"], world["key"], arguments)
+        agent.start()
+        # the held call appears on the open page, without a reload
+        try:
+            row = page.wait_for_selector("tr.approval-row", timeout=10_000)
+        except Exception:
+            agent.join(5)
+            raise AssertionError(f"no held call on the queue; the agent got {agent.result or agent.error!r}") from None
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+        approval_id = int(row.get_attribute("data-approval-id"))
+        assert "support-agent" in row.inner_text() and "process_refund" in row.inner_text()
+        page.screenshot(path=str(ARTIFACTS / f"{verdict}-2-request-appears.png"))
+        page.click(f"#approval-{approval_id} a")
+        page.wait_for_selector("#approval-arguments")
+        assert arguments["reason"] in page.inner_text("#approval-arguments")
+        page.fill(f"#{verdict}-comment", comment)
+        page.screenshot(path=str(ARTIFACTS / f"{verdict}-3-detail.png"))
+        page.click(f"#{verdict}-form button[type=submit]")
+        page.wait_for_selector(f"#approval-status[data-status={'approved' if verdict == 'approve' else 'denied'}]")
+        page.screenshot(path=str(ARTIFACTS / f"{verdict}-4-decided.png"))
+    agent.join(60)
+    assert not agent.is_alive()
+    assert agent.error is None, agent.error
+    return agent, approval_id
+
+
+def test_it_releases_a_refund_a_reviewer_approves_in_the_browser(world):
+    arguments = {"customer_id": "cus_1001", "amount": 42.5, "reason": "Duplicate charge <b>twice</b>"}
+    agent, approval_id = decide_live(world, "approve", "Verified the duplicate charge", arguments)
+    result = agent.result
+    assert not result.is_error, result
+    assert result.structured_content["status"] == "succeeded"
+    assert result.structured_content["amount"] == 42.5
+    assert len(refunds_made(world["refunds"])) == 1
+    steps = [e for e in approval_entries(approval_id)]
+    events = [e["event"] for e in steps]
+    assert events[0] == "requested" and "approved" in events and events[-1] == "executed"
+    approved = next(e for e in steps if e["event"] == "approved")
+    assert (approved["decided_by"], approved["comment"]) == ("carol", "Verified the duplicate charge")
+    assert {e["agent"] for e in steps} == {"support-agent"}
+    assert {e["intent"] for e in steps} == {"financial.refund.process"}
+    assert_call_story(steps[0]["call_id"], outcome=True)
+
+
+def test_it_returns_the_reviewers_denial_to_the_agent(world):
+    arguments = {"customer_id": "cus_1002", "amount": 500, "reason": "Wants money back"}
+    agent, approval_id = decide_live(world, "deny", "Not eligible for a refund", arguments)
+    result = agent.result
+    assert result.is_error
+    assert "Denied by reviewer carol: Not eligible for a refund" in result.content[0].text
+    assert refunds_made(world["refunds"]) == []
+    events = [e["event"] for e in approval_entries(approval_id)]
+    assert events[0] == "requested" and "denied" in events and "executed" not in events
+    assert_call_story(approval_entries(approval_id)[0]["call_id"], outcome=False)
+
+
+def assert_call_story(call_id: str, *, outcome: bool) -> None:
+    """The call's decision, approval and outcome entries share its call_id."""
+    from audit_app.models import AuditEntry
+
+    kinds = [e.kind for e in AuditEntry.objects.filter(call_id=call_id)]
+    assert kinds[0] == "decision"
+    assert "approval" in kinds
+    if outcome:
+        assert kinds[-1] == "outcome"

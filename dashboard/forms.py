@@ -46,6 +46,14 @@ class KeyForm(forms.Form):
                             help_text="Where the key will be used, e.g. production bot.")
 
 
+def domain_packs() -> list[str]:
+    try:
+        from policies_app.packs import available
+    except ImportError:
+        return []
+    return list(available())
+
+
 class ServerForm(forms.Form):
     name = forms.SlugField(max_length=64, help_text="Agents connect to /mcp/<name>.")
     url = forms.URLField(label="URL", max_length=500, assume_scheme="https",
@@ -54,10 +62,14 @@ class ServerForm(forms.Form):
                                         help_text="The header the upstream expects its credential in.")
     credential = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
                                  help_text="Stored encrypted; never shown again.")
-    domain_pack = forms.CharField(max_length=64, required=False, help_text="e.g. saas-ops.")
+    domain_pack = forms.ChoiceField(required=False, help_text="Default intents, risk model and redaction for its tools.")
     new_tools = forms.ChoiceField(choices=[("pin", "Pin on first use"), ("hold", "Hold until approved")],
                                   initial="pin", label="New tools")
     timeout_seconds = forms.FloatField(initial=30.0, min_value=0.1, max_value=3600, label="Timeout (seconds)")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["domain_pack"].choices = [("", "None")] + [(p, p) for p in domain_packs()]
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
@@ -124,6 +125,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The dashboard's own CSS and scripts (and the vendored htmx), served by the app itself.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "intended.middleware.RequireTLSMiddleware",
     "intended.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -220,6 +223,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
+# Served from the source tree without a collectstatic step, so `make demo` needs nothing else
+# (STATIC_ROOT then need not exist: `collectstatic` is optional).
+WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"

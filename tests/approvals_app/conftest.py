@@ -54,7 +54,7 @@ def call(tool: str = "process_refund", *, arguments: dict[str, Any] | None = Non
     ctx = CallContext(agent=agent, server=server, tool=tool, arguments=arguments,
                       args_sha256=hashlib.sha256(canonical).hexdigest())
     ctx.intent = "financial.refund.process"
-    ctx.risk = Risk(score=55, factors=[{"name": "amount over 100", "points": 30}])
+    ctx.risk = Risk(score=55, factors=[{"name": "amount", "add": 30, "says": "amount over 100"}])
     ctx.rules = ["policy-1"]
     ctx.reason = "Refunds need a support lead"
     ctx.decision = "escalate"

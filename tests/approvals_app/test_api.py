@@ -29,7 +29,7 @@ def test_it_lists_the_pending_approvals_a_reviewer_may_decide(people):
     for field in ("id", "status", "agent", "server", "tool", "intent", "arguments", "args_sha256", "risk",
                   "reason", "rule", "requested_at", "expires_at", "decided_by", "comment"):
         assert field in shown
-    assert shown["risk"] == {"score": 55, "factors": [{"name": "amount over 100", "points": 30}]}
+    assert shown["risk"] == {"score": 55, "factors": [{"name": "amount", "add": 30, "says": "amount over 100"}]}
     assert shown["may_decide"] is True
     assert client_for(people["erin"]).get("/api/approvals/?status=pending").json() == []
 

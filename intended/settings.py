@@ -243,6 +243,8 @@ SPECTACULAR_SETTINGS = {"TITLE": "Intended API", "VERSION": "0.1.0"}
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "intended@localhost")
+# Where django.core.mail.backends.filebased.EmailBackend writes (approval notifications).
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(DATA_DIR / "mail"))
 
 # Security headers and cookies. Production (not embedded) is secure by default.
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -15,7 +15,15 @@ from typing import Any
 from audit_app import keys, signing
 from audit_app.models import Checkpoint
 from audit_app.queries import EntryFilter, entry_json, latest_checkpoint, search, tree
-from audit_app.verify import BUNDLE_FORMAT, entries_digest, manifest_text
+from audit_app.verify import (
+    BUNDLE_END,
+    BUNDLE_FORMAT,
+    entries_digest,
+    info_digest,
+    manifest_text,
+    render_bundle_entry,
+    render_bundle_head,
+)
 
 FORMATS = ("jsonl", "csv", "ocsf", "bundle")
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv", "ocsf": "application/x-ndjson",
@@ -135,33 +143,34 @@ def bundle(flt: EntryFilter) -> Iterator[str]:
     complete = seqs == list(range(size))
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     signers = [k.signer for k in keys.signing_keys()]
+    summary = {"origin": keys.origin(), "tree_size": size, "count": len(seqs), "created": now,
+               "filters": flt.as_dict(), "complete": complete,
+               "first_seq": seqs[0] if seqs else None, "last_seq": seqs[-1] if seqs else None}
+    published = keys.published()
     text = manifest_text(origin=keys.origin(), tree_size=size, seqs=seqs, entries_sha256=entries_digest(leaves),
-                         created=now, filters=flt.as_dict())
+                         info_sha256=info_digest(summary, published), created=now, filters=flt.as_dict())
     older = list(Checkpoint.objects.filter(size__gt=0, size__lt=size).order_by("-size")[:MAX_OLDER_CHECKPOINTS])
     head = {
         "format": BUNDLE_FORMAT,
-        "manifest": {"origin": keys.origin(), "tree_size": size, "count": len(seqs), "created": now,
-                     "filters": flt.as_dict(), "complete": complete,
-                     "first_seq": seqs[0] if seqs else None, "last_seq": seqs[-1] if seqs else None},
+        "manifest": summary,
         "manifest_note": signing.sign_note(text, signers),
         "checkpoint": row.note,
-        "keys": keys.published(),
+        "keys": published,
         "checkpoints": [
             {"size": old.size, "note": old.note,
              "consistency": [signing.b64(p) for p in merkle.consistency_proof(old.size, size)]}
             for old in reversed(older)
         ],
     }
-    opening = json.dumps(head, ensure_ascii=False, indent=1)
-    yield opening[: opening.rstrip().rfind("}")].rstrip() + ',\n "entries": [\n'
+    yield render_bundle_head(head)
     first = True
     for seq, data, leaf in selected.values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000):
         item: dict[str, Any] = {"seq": seq, "leaf_hash": leaf, "entry": bytes(data).decode("utf-8")}
         if not complete:
             proof = merkle.inclusion_proof(seq, size)
             item["inclusion"] = [signing.b64(p) for p in proof]
-        yield ("" if first else ",\n") + "  " + json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+        yield render_bundle_entry(item, first=first)
         first = False
-    yield "\n ]\n}\n"
+    yield BUNDLE_END
 
 

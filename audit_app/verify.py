@@ -12,7 +12,6 @@ Exit status: 0 valid, 1 integrity failure (a line names the first bad entry by s
 from __future__ import annotations
 
 import argparse
-import base64
 import binascii
 import hashlib
 import json
@@ -26,6 +25,7 @@ from audit_app import chain, signing
 
 BUNDLE_FORMAT = "intended-audit-bundle/1"
 EXIT_VALID, EXIT_INTEGRITY, EXIT_USAGE = 0, 1, 2
+BUNDLE_KEYS = {"format", "manifest", "manifest_note", "checkpoint", "keys", "checkpoints", "entries"}
 
 
 class IntegrityFailure(Exception):
@@ -190,7 +190,7 @@ def parse_seq_ranges(text: str) -> list[int]:
 
 
 def manifest_text(*, origin: str, tree_size: int, seqs: Sequence[int], entries_sha256: str,
-                  created: str, filters: dict[str, Any]) -> str:
+                  info_sha256: str, created: str, filters: dict[str, Any]) -> str:
     return (
         f"{BUNDLE_FORMAT}\n"
         f"origin {origin}\n"
@@ -198,9 +198,37 @@ def manifest_text(*, origin: str, tree_size: int, seqs: Sequence[int], entries_s
         f"count {len(seqs)}\n"
         f"seqs {format_seq_ranges(seqs)}\n"
         f"entries_sha256 {entries_sha256}\n"
+        f"info_sha256 {info_sha256}\n"
         f"created {created}\n"
         f"filters {json.dumps(filters, sort_keys=True, ensure_ascii=True)}\n"
     )
+
+
+def info_digest(manifest: Any, keys: Any) -> str:
+    """Covers the bundle's descriptive parts (manifest summary, published keys) by the signed manifest."""
+    text = json.dumps({"keys": keys, "manifest": manifest}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def render_bundle_head(head: dict[str, Any]) -> str:
+    """The bundle file up to its first entry: one fixed layout, so the verifier can re-render the
+    file it was given and notice a changed byte anywhere, whitespace included."""
+    opening = json.dumps(head, ensure_ascii=False, indent=1)
+    return opening[: opening.rstrip().rfind("}")].rstrip() + ',\n "entries": [\n'
+
+
+def render_bundle_entry(item: dict[str, Any], *, first: bool) -> str:
+    return ("" if first else ",\n") + "  " + json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+
+
+BUNDLE_END = "\n ]\n}\n"
+
+
+def render_bundle(bundle: dict[str, Any]) -> str:
+    head = {k: v for k, v in bundle.items() if k != "entries"}
+    entries = bundle.get("entries") or []
+    return render_bundle_head(head) + "".join(
+        render_bundle_entry(item, first=i == 0) for i, item in enumerate(entries)) + BUNDLE_END
 
 
 def parse_manifest(text: str) -> dict[str, str]:
@@ -211,7 +239,7 @@ def parse_manifest(text: str) -> dict[str, str]:
     for line in lines[1:]:
         key, _, value = line.partition(" ")
         fields[key] = value
-    for key in ("origin", "tree_size", "count", "seqs", "entries_sha256"):
+    for key in ("origin", "tree_size", "count", "seqs", "entries_sha256", "info_sha256"):
         if key not in fields:
             raise ValueError(f"manifest has no {key}")
     return fields
@@ -227,7 +255,9 @@ def entries_digest(leaves: Iterable[bytes]) -> str:
 def _unb64_list(values: Any) -> list[bytes]:
     if not isinstance(values, list):
         raise ValueError("proof is not a list")
-    return [base64.b64decode(v, validate=True) for v in values]
+    if not all(isinstance(v, str) for v in values):
+        raise ValueError("proof elements are not strings")
+    return [signing.unb64(v) for v in values]
 
 
 @dataclass
@@ -251,6 +281,8 @@ def verify_bundle(
     """Raise IntegrityFailure unless the bundle is exactly what the trusted keys signed."""
     if bundle.get("format") != BUNDLE_FORMAT:
         raise IntegrityFailure(None, f"not an {BUNDLE_FORMAT} file")
+    if set(bundle) != BUNDLE_KEYS:
+        raise IntegrityFailure(None, f"the bundle's sections are not {', '.join(sorted(BUNDLE_KEYS))}")
     try:
         manifest_note = signing.open_note(str(bundle["manifest_note"]), trusted)
         manifest = parse_manifest(manifest_note.text)
@@ -292,6 +324,8 @@ def verify_bundle(
                 chain.verify_consistency(old.size, size, old.root_hash, root, proof)
         except (KeyError, ValueError, binascii.Error) as exc:
             raise IntegrityFailure(None, f"an older checkpoint is not consistent with the final one ({exc})") from None
+        if set(item) != {"size", "note", "consistency"} or item.get("size") != old.size:
+            raise IntegrityFailure(None, "an older checkpoint's size field does not match its note")
         older.append(Expectation(old.size, old.root_hash, "checkpoint"))
         proofs_by_size[old.size] = proof
 
@@ -320,6 +354,8 @@ def verify_bundle(
                        f"(size {previous.size}); entries before seq {previous.size} were rewritten") from None
     if entries_digest(leaves) != manifest["entries_sha256"]:
         raise IntegrityFailure(None, "the entries are not the ones the manifest lists")
+    if info_digest(bundle.get("manifest"), bundle.get("keys")) != manifest["info_sha256"]:
+        raise IntegrityFailure(None, "the bundle's manifest summary or public keys were changed")
     return BundleResult(origin, size, len(entries), expected_seqs[0] if expected_seqs else None,
                         expected_seqs[-1] if expected_seqs else None, len(older) + 1, len(kept))
 
@@ -334,11 +370,12 @@ def _bundle_rows(entries: list[Any]) -> Iterable[tuple[int, bytes, str | None]]:
     for position, item in enumerate(entries):
         try:
             data = _entry_bytes(item)
-            listed = item.get("seq")
-            leaf = item.get("leaf_hash")
         except ValueError:
             raise IntegrityFailure(position, "malformed entry") from None
-        yield (listed if isinstance(listed, int) else -1), data, (leaf if isinstance(leaf, str) else None)
+        if set(item) != {"seq", "leaf_hash", "entry"}:
+            raise IntegrityFailure(position, "the entry's fields are not seq, leaf_hash and entry")
+        listed, leaf = item["seq"], item["leaf_hash"]
+        yield (listed if isinstance(listed, int) else -1), data, (leaf if isinstance(leaf, str) else "")
 
 
 def _check_partial(entries: list[Any], expected_seqs: list[int], size: int, root: bytes) -> list[bytes]:
@@ -362,8 +399,10 @@ def _check_partial(entries: list[Any], expected_seqs: list[int], size: int, root
             embedded = entry_fields(data).get("seq")
         except ValueError:
             embedded = None
-        if embedded != seq:
-            raise IntegrityFailure(seq, f"the entry claims seq {embedded}")
+        if set(item) != {"seq", "leaf_hash", "entry", "inclusion"}:
+            raise IntegrityFailure(seq, "the entry's fields are not seq, leaf_hash, entry and inclusion")
+        if embedded != seq or item.get("seq") != seq or item.get("leaf_hash") != leaf.hex():
+            raise IntegrityFailure(seq, f"the entry's listed seq or leaf hash is not its own (claims seq {embedded})")
         leaves.append(leaf)
     if len(entries) > len(expected_seqs):
         raise IntegrityFailure(expected_seqs[-1] + 1 if expected_seqs else 0, "an entry the manifest does not list")
@@ -406,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(bundle, dict):
             raise IntegrityFailure(None, "the bundle is not a JSON object")
         result = verify_bundle(bundle, trusted, origin=args.origin or origin, kept_notes=kept)
+        if render_bundle(bundle).encode("utf-8") != raw:
+            raise IntegrityFailure(None, "the file differs from its verified content (bytes were changed)")
     except UsageError as exc:
         print(f"intended-verify: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,6 +7,8 @@ here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -158,8 +160,6 @@ def header_mismatch(message: Message, headers: dict[str, str], era: str) -> str 
 
     In the modern era `Mcp-Method` (and `Mcp-Name` for name-bearing methods) are required; in
     the legacy era they are optional but, when present, must agree too."""
-    from mcp.shared.inbound import decode_header_value  # the SDK's codec for =?base64?...?= values
-
     if message.kind != "request":
         return None
     method_header = headers.get("mcp-method")
@@ -182,6 +182,21 @@ def header_mismatch(message: Message, headers: dict[str, str], era: str) -> str 
         elif decode_header_value(name_header) != body_name:
             return "Mcp-Name"
     return None
+
+
+def decode_header_value(value: str | None) -> str | None:
+    """A header value as the client meant it: `=?base64?<b64 of UTF-8>?=` is how a modern
+    client sends a value that is not plain printable ASCII. A malformed one decodes to None."""
+    if value is None or not (value.startswith("=?base64?") and value.endswith("?=")):
+        return value
+    payload = value[len("=?base64?"):-2]
+    try:
+        decoded = base64.b64decode(payload, validate=True)
+        if base64.b64encode(decoded).decode("ascii") != payload:
+            return None
+        return decoded.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
 
 
 # --- SSE ----------------------------------------------------------------------------------

@@ -120,6 +120,67 @@ def audit_integrity_failure() -> None:
     AUDIT_BREAKS.inc()
 
 
+# --- one call, as the proxy sees it --------------------------------------------------------------
+# The proxy calls these three with its CallContext; each updates the metrics and writes one
+# structured log line that carries the call_id of the audit trail.
+
+FAIL_CLOSED_REASONS = (
+    ("Denied: the gateway could not audit", CAUSE_AUDIT),
+    ("Denied: velocity limits cannot be checked", CAUSE_VELOCITY),
+    ("Denied: the approval could not be completed", CAUSE_APPROVALS),
+    ("Denied: the approval ended without a decision", CAUSE_APPROVALS),
+    ("Denied: the gateway could not decide", CAUSE_POLICY),
+    ("Denied: the condition of", CAUSE_POLICY),
+)
+
+
+def fail_closed_cause(decision: str | None, reason: str, rules: list[str]) -> str | None:
+    """Why a denial was the gateway failing closed rather than a policy saying no; None if not."""
+    if decision != "deny":
+        return None
+    for prefix, cause in FAIL_CLOSED_REASONS:
+        if reason.startswith(prefix):
+            return cause
+    if "fail-closed" in rules:
+        return CAUSE_INTERNAL
+    return None
+
+
+def call_decided(ctx: Any, seconds: float) -> None:
+    """After the decision entry was written (or failed to be): counts, latency, fail-closed."""
+    from intended.logging import call_fields
+
+    decision = ctx.decision or "deny"
+    observe_decision(ctx.agent.name, ctx.server.name, decision, seconds)
+    cause = fail_closed_cause(decision, ctx.reason, list(ctx.rules))
+    if cause is not None:
+        fail_closed(cause)
+    call_log.info("call %s: %s", decision, ctx.reason or decision,
+                  extra=call_fields(ctx, decision_ms=round(seconds * 1000, 3), fail_closed=cause))
+
+
+def call_finished(ctx: Any, status: str, seconds: float | None) -> None:
+    """After the outcome entry: upstream latency by status (ok, error, timeout)."""
+    from intended.logging import call_fields
+
+    if seconds is not None:
+        observe_upstream(ctx.server.name, status, seconds)
+    level = logging.INFO if status == "ok" else logging.WARNING
+    call_log.log(level, "call finished: %s", status, extra=call_fields(
+        ctx, status=status, upstream_ms=round(seconds * 1000, 3) if seconds is not None else None))
+
+
+REFUSAL_REASONS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "unknown_session",
+                   405: "method_not_allowed", 413: "body_too_large", 503: "unavailable"}
+
+
+def door_refused(status: int) -> None:
+    refused(REFUSAL_REASONS.get(status, str(status)))
+
+
+call_log = logging.getLogger("intended.gateway.calls")
+
+
 # --- values read at scrape time ---------------------------------------------------------------
 
 

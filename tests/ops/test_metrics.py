@@ -102,3 +102,42 @@ def test_it_aggregates_worker_processes_with_a_multiprocess_dir(tmp_path):
     out = subprocess.run([sys.executable, "-c", read], env=env, cwd=ROOT, capture_output=True, text=True,
                          check=True, timeout=60).stdout
     assert samples(out)[("intended_calls_total", (("agent", "a"), ("decision", "allow"), ("server", "s")))] == 2
+
+
+FAIL_CLOSED = [
+    # decision, reason, rules, cause
+    ("deny", "Denied: the gateway could not audit this call (OperationalError)", ["fail-closed"], "audit_unavailable"),
+    ("deny", "Denied: velocity limits cannot be checked right now (the counter store is unreachable)", ["v1"],
+     "velocity_unavailable"),
+    ("deny", "Denied: the approval could not be completed (RuntimeError)", [], "approvals_unavailable"),
+    ("deny", "Denied: the gateway could not decide this call (KeyError: 'x')", ["fail-closed"], "policy_error"),
+    ("deny", "Denied: the condition of p3 could not be evaluated (no such key)", ["p3"], "policy_error"),
+    ("deny", "Something new went wrong", ["fail-closed"], "internal_error"),
+    ("deny", "Only support agents can process refunds", ["p2"], None),  # a policy said no
+    ("deny", "Denied: no policy allows this call", [], None),
+    ("allow", "", ["p1"], None),
+]
+
+
+@pytest.mark.parametrize("decision,reason,rules,cause", FAIL_CLOSED)
+def test_it_tells_failing_closed_from_a_policy_denial(decision, reason, rules, cause):
+    assert metrics.fail_closed_cause(decision, reason, rules) == cause
+
+
+@pytest.mark.django_db
+def test_it_records_a_call_in_metrics_and_one_log_line(caplog):
+    from tests.ops.test_logging import a_call
+
+    ctx = a_call()
+    ctx.deny("Denied: the gateway could not audit this call (OperationalError)", rules=["fail-closed"])
+    key = ("intended_fail_closed_total", (("cause", "audit_unavailable"),))
+    before = samples(scrape().content.decode()).get(key, 0)
+    with caplog.at_level("INFO", logger="intended.gateway.calls"):
+        metrics.call_decided(ctx, 0.002)
+        metrics.call_finished(ctx, "timeout", 3.0)
+    after = samples(scrape().content.decode())
+    assert after[key] - before == 1
+    assert after[("intended_upstream_seconds_count", (("server", "customer-ops"), ("status", "timeout")))] >= 1
+    decided, finished = caplog.records
+    assert decided.call_id == ctx.call_id and decided.fail_closed == "audit_unavailable"
+    assert finished.call_id == ctx.call_id and finished.status == "timeout" and finished.levelname == "WARNING"

@@ -16,6 +16,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import api_view, permission_classes
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -35,6 +36,18 @@ class IsAuditor(BasePermission):
         if not (user and user.is_authenticated):
             return False
         return bool(user.is_superuser) or user.groups.filter(name__in=AUDIT_ROLES).exists()
+
+
+class ExportFormatNegotiation(DefaultContentNegotiation):
+    """`?format=` names the export format here, not a DRF renderer."""
+
+    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+def _format_is_ours(view: Any) -> Any:
+    view.content_negotiation_class = ExportFormatNegotiation
+    return view
 
 
 class EntryCursor(CursorPagination):
@@ -76,6 +89,7 @@ def events(request: Request) -> Response:
                responses={200: bytes})
 @api_view(["GET"])
 @permission_classes([IsAuditor])
+@_format_is_ours
 def export(request: Request) -> Response | StreamingHttpResponse:
     fmt = request.query_params.get("format", "jsonl")
     if fmt not in exports.FORMATS:
@@ -115,6 +129,7 @@ def verify(request: Request) -> Response:
 @extend_schema(parameters=[OpenApiParameter("format", str, enum=["json", "note"])], responses={200: dict})
 @api_view(["GET"])
 @permission_classes([IsAuditor])
+@_format_is_ours
 def latest_checkpoint(request: Request) -> Response | HttpResponse:
     row = queries.latest_checkpoint()
     if row is None:

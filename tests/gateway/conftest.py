@@ -4,8 +4,9 @@ that logs every HTTP request it receives, the gateway itself, and the personas a
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import ROOT, free_port, live_gateway, running
+from tests.support.processes import ROOT, free_port, live_gateway, running, wait_until_listening
 
 UPSTREAM_APP = ROOT / "tests" / "gateway" / "upstream_app.py"
 UPSTREAM_CREDENTIAL = "upstream-secret-for-the-gateway"
@@ -46,6 +47,26 @@ def running_upstream(tmp_path: Path, mode: str) -> Iterator[Upstream]:
     argv = [sys.executable, str(UPSTREAM_APP), "--port", str(port), "--mode", mode, "--log", str(log)]
     with running(argv, port, log=tmp_path / f"upstream-{mode}-{port}.out"):
         yield Upstream(f"http://127.0.0.1:{port}/mcp", log)
+
+
+@contextmanager
+def starting_upstream(tmp_path: Path, mode: str) -> Iterator[tuple[Upstream, Callable[[], None]]]:
+    """Like running_upstream, but returns at once with a function that waits until it listens,
+    so the gateway can start meanwhile (both take seconds to import)."""
+    port = free_port()
+    log = tmp_path / f"upstream-{mode}-{port}.jsonl"
+    argv = [sys.executable, str(UPSTREAM_APP), "--port", str(port), "--mode", mode, "--log", str(log)]
+    with open(tmp_path / f"upstream-{mode}-{port}.out", "wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield Upstream(f"http://127.0.0.1:{port}/mcp", log), lambda: wait_until_listening(port, proc)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @dataclass
@@ -100,14 +121,14 @@ def committed_world(django_db_blocker: Any, tmp_path: Path, mode: str) -> Iterat
     committed for the module's lifetime (the gateway is another process) and flushed after."""
     from django.core.management import call_command
 
-    with running_upstream(tmp_path, mode) as upstream:
-        with django_db_blocker.unblock():
+    with starting_upstream(tmp_path, mode) as (upstream, wait), django_db_blocker.unblock():
+        call_command("flush", interactive=False, verbosity=0)
+        try:
+            with live_gateway() as base:
+                wait()
+                yield make_world(base, upstream)
+        finally:
             call_command("flush", interactive=False, verbosity=0)
-            try:
-                with live_gateway() as base:
-                    yield make_world(base, upstream)
-            finally:
-                call_command("flush", interactive=False, verbosity=0)
 
 
 @pytest.fixture(scope="module")
@@ -122,29 +143,20 @@ def shared_stateless_world(django_db_setup: Any, django_db_blocker: Any, tmp_pat
         yield world
 
 
-@pytest.fixture
-def stateful_upstream(tmp_path: Path) -> Iterator[Upstream]:
-    with running_upstream(tmp_path, "stateful") as upstream:
-        yield upstream
+@contextmanager
+def fresh_world(tmp_path: Path, mode: str, **gateway_env: str) -> Iterator[World]:
+    with starting_upstream(tmp_path, mode) as (upstream, wait), live_gateway(**gateway_env) as base:
+        wait()
+        yield make_world(base, upstream)
 
 
 @pytest.fixture
-def stateless_upstream(tmp_path: Path) -> Iterator[Upstream]:
-    with running_upstream(tmp_path, "stateless") as upstream:
-        yield upstream
+def world(transactional_db: Any, tmp_path: Path) -> Iterator[World]:
+    with fresh_world(tmp_path, "stateful") as world:
+        yield world
 
 
 @pytest.fixture
-def gateway_base(transactional_db: Any) -> Iterator[str]:
-    with live_gateway() as base:
-        yield base
-
-
-@pytest.fixture
-def world(gateway_base: str, stateful_upstream: Upstream) -> World:
-    return make_world(gateway_base, stateful_upstream)
-
-
-@pytest.fixture
-def stateless_world(gateway_base: str, stateless_upstream: Upstream) -> World:
-    return make_world(gateway_base, stateless_upstream)
+def stateless_world(transactional_db: Any, tmp_path: Path) -> Iterator[World]:
+    with fresh_world(tmp_path, "stateless") as world:
+        yield world

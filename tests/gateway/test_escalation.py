@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.gateway.conftest import Upstream, World, make_world
+from tests.gateway.conftest import World, fresh_world
 from tests.gateway.test_door import headers_for, post
-from tests.support.processes import live_gateway
 
 
 @pytest.fixture
-def held_world(transactional_db: Any, stateless_upstream: Upstream) -> Iterator[World]:
-    with live_gateway(INTENDED_KEEPALIVE_SECONDS="0.2", INTENDED_APPROVAL_POLL_SECONDS="0.2") as base:
-        world = make_world(base, stateless_upstream)
+def held_world(transactional_db: Any, tmp_path: Path) -> Iterator[World]:
+    with fresh_world(tmp_path, "stateless", INTENDED_KEEPALIVE_SECONDS="0.2",
+                     INTENDED_APPROVAL_POLL_SECONDS="0.2") as world:
         from policies_app.actions import save_policy_document
 
         save_policy_document({"policies": [

@@ -9,27 +9,29 @@ from tests.gateway.conftest import World
 from tests.gateway.test_door import error_of, eventually, ping, post, untouched
 
 
-def test_it_refuses_a_revoked_key(world: World) -> None:
+def test_it_refuses_revoked_and_expired_keys_and_disabled_agents(world: World) -> None:
     from gateway import actions
-    from gateway.models import AgentKey
+    from gateway.models import Agent
 
-    assert post(world, ping(), world.keys["alice"]).status_code not in (401, 403)  # reached the upstream
+    key, rotated = actions.issue_key(acting_user="tests", agent=Agent.objects.get(name="alice"))
+    eventually(lambda: post(world, ping(), rotated).status_code not in (401, 403))  # reached the upstream
     before = world.upstream.count()
-    prefix = world.keys["alice"].split("_")[1]
-    actions.revoke_key(acting_user="tests", key=AgentKey.objects.get(prefix=prefix))
-    eventually(lambda: post(world, ping(), world.keys["alice"]).status_code == 401)
-    response = post(world, ping(), world.keys["alice"])
+    actions.revoke_key(acting_user="tests", key=key)
+    eventually(lambda: post(world, ping(), rotated).status_code == 401)
+    response = post(world, ping(), rotated)
     assert response.headers["www-authenticate"].startswith("Bearer")
     untouched(world, before)
+    refuses_an_expired_key_and_a_disabled_agent(world)
 
 
-def test_it_refuses_an_expired_key_and_a_disabled_agent(world: World) -> None:
+def refuses_an_expired_key_and_a_disabled_agent(world: World) -> None:
     from django.db import transaction
     from django.utils import timezone
 
     from gateway import actions
     from gateway.models import AgentKey, ConfigStamp
 
+    before = world.upstream.count()
     with transaction.atomic():
         prefix = world.keys["mallory"].split("_")[1]
         AgentKey.objects.filter(prefix=prefix).update(expires_at=timezone.now() - timedelta(minutes=1))
@@ -38,4 +40,4 @@ def test_it_refuses_an_expired_key_and_a_disabled_agent(world: World) -> None:
     eventually(lambda: post(world, ping(), world.keys["alice"]).status_code == 401)
     assert "expired" in error_of(post(world, ping(), world.keys["mallory"]))["message"]
     assert "disabled" in error_of(post(world, ping(), world.keys["alice"]))["message"]
-    untouched(world, 0)
+    untouched(world, before)

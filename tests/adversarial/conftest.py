@@ -98,8 +98,11 @@ def audit(kind: str | None = None) -> list[dict[str, Any]]:
 
 def assert_nothing_unaudited(world: World) -> None:
     """Every tools/call the upstream received has an `allow` decision entry for the same tool
-    and arguments, committed before it (at least as many allows as arrivals)."""
-    allowed = Counter((d["tool"], d["args_sha256"]) for d in audit("decision") if d["decision"] == "allow")
+    and arguments (or an `escalate` one whose approval entry says approved): at least as many
+    as arrived."""
+    approved = {a["call_id"] for a in audit("approval") if (a.get("approval") or {}).get("status") == "approved"}
+    allowed = Counter((d["tool"], d["args_sha256"]) for d in audit("decision")
+                      if d["decision"] == "allow" or (d["decision"] == "escalate" and d["call_id"] in approved))
     arrived = Counter((c["tool"], c["args_sha256"]) for c in world.upstream.tool_calls())
     unaudited = {call: n for call, n in arrived.items() if n > allowed.get(call, 0)}
     assert unaudited == {}, f"reached the upstream without an allow decision: {unaudited}"

@@ -1,0 +1,113 @@
+"""The write path (group commit, fail closed, same-transaction admin entries) and sealing
+in-process (embedded) and under a real Celery worker with beat (Redis broker, when configured)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import connection, transaction
+
+from audit_app import actions, queries, tasks
+from audit_app.models import AuditEntry, ChainHead, Checkpoint
+from tests.audit_app.conftest import SCENARIO, call
+from tests.support.processes import ROOT, child_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_commits_concurrent_decisions_in_batches_without_losing_one() -> None:
+    contexts = [call(*SCENARIO[i % len(SCENARIO)]) for i in range(300)]
+
+    async def burst() -> None:
+        await asyncio.gather(*(actions.record_decision(ctx) for ctx in contexts))
+
+    async_to_sync(burst)()
+    stored = list(AuditEntry.objects.order_by("seq").values_list("seq", "call_id", "time"))
+    assert [s for s, _, _ in stored] == list(range(300))
+    assert {c for _, c, _ in stored} == {ctx.call_id for ctx in contexts}
+    assert len({t for _, _, t in stored}) < 300  # several calls shared one transaction
+    assert queries.verify_stored_chain().size == 300
+    assert ChainHead.objects.get(pk=1).size == 300
+
+
+def test_it_raises_when_the_decision_cannot_be_committed() -> None:
+    ctx = call(*SCENARIO[0])
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE audit_app_auditentry RENAME TO audit_app_auditentry_away")
+    try:
+        with pytest.raises(actions.AuditWriteError):
+            async_to_sync(actions.record_decision)(ctx)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE audit_app_auditentry_away RENAME TO audit_app_auditentry")
+    async_to_sync(actions.record_decision)(ctx)
+    assert AuditEntry.objects.filter(call_id=ctx.call_id).count() == 1
+
+
+def test_it_writes_admin_entries_in_the_callers_transaction() -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        actions.record_admin("agent.saved", actor="alice", target="support-agent")
+        raise RuntimeError("the change fails")
+    assert AuditEntry.objects.count() == 0
+    with transaction.atomic():
+        actions.record_admin("agent.saved", actor="alice", target="support-agent")
+        actions.record_approval(call_id="c1", agent="support-agent", server="customer-ops", tool="process_refund",
+                                intent="financial.refund.process", actor="carol",
+                                approval={"id": 1, "status": "approved", "decided_by": "carol", "comment": "ok"})
+    kinds = [queries.entry_json(e)["kind"] for e in AuditEntry.objects.all()]
+    assert kinds == ["admin", "approval"]
+    approval = queries.entry_json(AuditEntry.objects.get(kind="approval"))
+    assert approval["approval"]["decided_by"] == "carol" and approval["intent"] == "financial.refund.process"
+
+
+def test_it_seals_in_process_on_the_embedded_default() -> None:
+    async_to_sync(actions.record_decision)(call(*SCENARIO[0]))
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        tasks.seal.delay()
+        assert Checkpoint.objects.get().size == 1
+    async_to_sync(actions.record_decision)(call(*SCENARIO[1]))
+    stop = actions.start_background_sealer(interval=0.1)
+    try:
+        deadline = time.monotonic() + 30
+        while not Checkpoint.objects.filter(size=2).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop()
+    assert Checkpoint.objects.filter(size=2).exists()
+    assert queries.chain_status()["unsealed"] == 0
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="Celery beat with a Redis broker needs REDIS_URL")
+def test_it_seals_under_celery_beat_with_the_redis_broker(tmp_path: Path, signing_key_dir: Path) -> None:
+    async_to_sync(actions.record_decision)(call(*SCENARIO[0]))
+    # a broker database of its own, so no other worker on this Redis takes the beat's tasks
+    broker = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/13"
+    env = child_env(INTENDED_SEAL_INTERVAL="1", INTENDED_SIGNING_KEY_DIR=str(signing_key_dir),
+                    INTENDED_AUDIT_ORIGIN=settings.INTENDED_AUDIT_ORIGIN, REDIS_URL=broker)
+    argv = [sys.executable, "-m", "celery", "-A", "intended", "worker", "-B", "--pool", "solo", "--loglevel", "INFO",
+            "-s", str(tmp_path / "beat-schedule"), "-n", f"audit-test-{os.getpid()}@%h"]
+    log = tmp_path / "celery.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while not Checkpoint.objects.filter(size=1).exists() and time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert Checkpoint.objects.filter(size=1).exists(), log.read_text()[-3000:]

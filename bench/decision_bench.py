@@ -96,7 +96,7 @@ def run(n: int) -> dict:
     measure(decide_only, 2_000)
     measure(stages, 2_000)
     assert prepared.decision == "allow", prepared.reason
-    out = {"rules": n}
+    out: dict = {"rules": n}
     for name, fn in (("decide", decide_only), ("stages", stages)):
         samples = sorted(measure(fn, CALLS))
         out[name] = {"p50": statistics.median(samples), "p99": samples[int(len(samples) * 0.99)]}

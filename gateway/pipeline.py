@@ -55,7 +55,7 @@ async def read_velocity(ctx: CallContext, snap: Snapshot, deps: Any) -> None:
 def score_risk(ctx: CallContext, snap: Snapshot, deps: Any) -> None:
     from policies_app import packs, pinning
 
-    annotations = pinning.annotations(snap, ctx.server.name, ctx.tool)
+    annotations = pinning.tool_annotations(snap, ctx.server.name, ctx.tool)
     ctx.risk = packs.score_risk(ctx.server.domain_pack, ctx, annotations=annotations)
 
 

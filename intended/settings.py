@@ -285,6 +285,8 @@ INTENDED_AUDIT_ORIGIN = env_str("INTENDED_AUDIT_ORIGIN", "intended.local/audit")
 INTENDED_CONFIG_POLL_SECONDS = float(env_str("INTENDED_CONFIG_POLL_SECONDS", "0.5") or 0.5)
 # Idle SSE keep-alive interval (seconds) while a call is held or a stream is quiet.
 INTENDED_KEEPALIVE_SECONDS = float(env_str("INTENDED_KEEPALIVE_SECONDS", "15") or 15)
+# How long a velocity check may wait for Redis before the call is denied (fail closed).
+INTENDED_VELOCITY_TIMEOUT_SECONDS = float(env_str("INTENDED_VELOCITY_TIMEOUT_SECONDS", "2") or 2)
 # --- approvals: where reviewers are told (approvals_app.notifications) ---
 INTENDED_PUBLIC_URL = env_str("INTENDED_PUBLIC_URL", "http://localhost:8000")
 INTENDED_WEBHOOK_URL = env_str("INTENDED_WEBHOOK_URL")

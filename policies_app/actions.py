@@ -191,15 +191,15 @@ def make_plan(desired: Desired, current: Desired) -> Plan:
     if desired.policies is not None:
         before_doc = current.policies or {"policies": [], "velocity_rules": []}
         for section, kind, label in (("policies", "policy", "policy"), ("velocity_rules", "velocity_rule", "velocity")):
-            old = [json.dumps(r, sort_keys=True) for r in before_doc.get(section, [])]
-            new = [json.dumps(r, sort_keys=True) for r in desired.policies[section]]
+            old_rules = [json.dumps(r, sort_keys=True) for r in before_doc.get(section, [])]
+            new_rules = [json.dumps(r, sort_keys=True) for r in desired.policies[section]]
             for i, rule in enumerate(desired.policies[section]):
-                if new[i] not in old:
+                if new_rules[i] not in old_rules:
                     add(Change(kind, _rule_label(label, i, rule), "added"))
             for i, rule in enumerate(before_doc.get(section, [])):
-                if old[i] not in new:
+                if old_rules[i] not in new_rules:
                     add(Change(kind, _rule_label(label, i, rule), "removed"))
-            if old != new and sorted(old) == sorted(new):
+            if old_rules != new_rules and sorted(old_rules) == sorted(new_rules):
                 add(Change(kind, "order", "changed", "same rules in a different order"))
     return plan
 
@@ -211,6 +211,8 @@ def apply_config(text: str, *, acting_user: str, dry_run: bool = False, environ:
     """Validate a whole configuration file and apply it atomically; raises ConfigError (and
     changes nothing) when the file is invalid. Applying the same file twice changes nothing."""
     with transaction.atomic(durable=not dry_run and not transaction.get_connection().in_atomic_block):
+        if not dry_run:
+            _serialize_config_changes()
         desired = config.load(text, known_state(), environ=environ)
         plan = make_plan(desired, current_state())
         if dry_run or plan.empty:
@@ -218,6 +220,13 @@ def apply_config(text: str, *, acting_user: str, dry_run: bool = False, environ:
         _apply(desired, current_state(), plan, acting_user=acting_user)
         plan.applied = True
         return plan
+
+
+def _serialize_config_changes() -> None:
+    """Two concurrent applies would plan against the same state: the second waits here."""
+    from gateway.models import ConfigStamp
+
+    ConfigStamp.objects.select_for_update().get_or_create(id=1)
 
 
 def _apply(desired: Desired, current: Desired, plan: Plan, *, acting_user: str) -> None:

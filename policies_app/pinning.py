@@ -153,7 +153,7 @@ def admitted_hash(snap: Any, server: str, tool: str) -> str:
     return pin.definition_hash if pin is not None and pin.admitted else ""
 
 
-def annotations(snap: Any, server: str, tool: str) -> Mapping[str, Any]:
+def tool_annotations(snap: Any, server: str, tool: str) -> Mapping[str, Any]:
     pin = pin_for(snap, server, tool)
     return pin.annotations if pin is not None else {}
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.context import ALLOW, DENY, ESCALATE, AgentView, CallContext, Decision
+from policies_app.packs import measure
 
 SEVERITY: dict[str, int] = {ALLOW: 0, ESCALATE: 1, DENY: 2}
 DEFAULT_ESCALATION: dict[str, Any] = {
@@ -77,8 +78,6 @@ class Condition:
     is_max: bool
 
     def holds(self, values: Mapping[str, Any], attributes: Mapping[str, Any]) -> bool:
-        from policies_app.packs import measure
-
         raw = attributes[self.attribute] if self.attribute in attributes else values.get(self.attribute)
         measured = measure(raw)
         if measured is None:
@@ -259,7 +258,7 @@ def cel_activation(ctx: CallContext, now: datetime | None = None) -> dict[str, A
     import celpy
 
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    data = {
+    data: dict[str, Any] = {
         "args": ctx.arguments,
         "attributes": ctx.attributes,
         "intent": ctx.intent,

@@ -122,8 +122,9 @@ return over
 
 
 class RedisCounters:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
         self.url = url
+        self.timeout = timeout  # a slow store is an unreachable one: the call is denied
         self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     def _client(self) -> tuple[Any, Any]:
@@ -134,7 +135,7 @@ class RedisCounters:
         loop = asyncio.get_running_loop()
         pair = self._clients.get(loop)
         if pair is None:
-            client = aioredis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=2.0)
+            client = aioredis.from_url(self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout)
             pair = (client, client.register_script(ADMIT_LUA))
             self._clients[loop] = pair
         return pair
@@ -176,7 +177,7 @@ def counters() -> Counters:
     if not url:
         return _in_process
     if url not in _redis:
-        _redis[url] = RedisCounters(url)
+        _redis[url] = RedisCounters(url, timeout=getattr(settings, "INTENDED_VELOCITY_TIMEOUT_SECONDS", 2.0))
     return _redis[url]
 
 

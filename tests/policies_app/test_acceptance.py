@@ -67,7 +67,7 @@ def set_up(upstream: Upstream, config: str = SEED) -> dict[str, str]:
 
 
 def text_of(result: types.CallToolResult) -> str:
-    return " ".join(c.text for c in result.content if getattr(c, "type", None) == "text")
+    return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
 async def connect(stack: Any, url: str, key: str) -> Client:
@@ -219,7 +219,10 @@ def test_it_admits_exactly_the_limit_across_two_gateway_processes(tmp_path):
         keys = set_up(upstream, CONCURRENCY.replace("analytics-agent", agent))
         key = keys[agent]
         with ExitStack() as stack:
-            bases = [stack.enter_context(live_gateway(REDIS_URL=REDIS_URL)) for _ in range(2)]
+            bases = [
+                stack.enter_context(live_gateway(REDIS_URL=REDIS_URL, INTENDED_VELOCITY_TIMEOUT_SECONDS="30"))
+                for _ in range(2)
+            ]
 
             async def burst() -> list[bool]:
                 from contextlib import AsyncExitStack

@@ -20,6 +20,12 @@ SEED = (Path(__file__).parent / "seed.yaml").read_text()
 ENV = {"CUSTOMER_OPS_TOKEN": "s3cret"}
 
 
+def live_version() -> PolicyVersion:
+    version = PolicyVersion.active()
+    assert version is not None
+    return version
+
+
 def apply(text: str, **kwargs):
     return actions.apply_config(text, acting_user="tester", environ=ENV, **kwargs)
 
@@ -36,7 +42,7 @@ def test_it_applies_the_seed_config():
     assert Agent.objects.get(name="analytics-agent").tool_scope == {"customer-ops": "*"}
     assert sorted(User.objects.filter(groups__name="support-lead").values_list("username", flat=True)) == ["carol", "dave"]
     assert not User.objects.get(username="carol").has_usable_password()
-    version = PolicyVersion.active()
+    version = live_version()
     assert (version.number, version.author) == (1, "tester")
     snap = build_snapshot()
     assert snap.policy.version == 1
@@ -95,7 +101,7 @@ def test_it_plans_and_applies_changes_and_removals():
     assert "+ velocity_rule velocity[0] data.customer.read -> 120/60s" in text
     assert not Agent.objects.filter(name="lookup-agent").exists()
     assert sorted(Group.objects.get(name="support-lead").user_set.values_list("username", flat=True)) == ["carol", "erin"]
-    assert PolicyVersion.active().number == 2
+    assert live_version().number == 2
     assert str(apply(changed)) == "no changes"
 
 
@@ -110,7 +116,7 @@ def test_it_leaves_sections_the_file_does_not_mention():
     apply(SEED)
     plan = apply("policies:\n  - {intent: '*', decision: deny, reason: lockdown}\n")
     assert Agent.objects.count() == 3
-    assert PolicyVersion.active().document["velocity_rules"][0]["max_calls"] == 100
+    assert live_version().document["velocity_rules"][0]["max_calls"] == 100
     assert "- policy policy[3] data.customer.read -> allow" in str(plan)
 
 
@@ -154,4 +160,4 @@ def test_it_saves_and_rolls_back_policy_versions():
     assert number == 2
     assert actions.save_policy_document({"policies": [{"intent": "*", "decision": "deny"}]}, acting_user="admin1") is None
     assert actions.rollback(PolicyVersion.objects.get(number=1), acting_user="admin1") == 3
-    assert PolicyVersion.active().document == PolicyVersion.objects.get(number=1).document
+    assert live_version().document == PolicyVersion.objects.get(number=1).document

@@ -21,6 +21,7 @@ def errors_of(text: str, known: Known | None = None, environ=ENV) -> list[str]:
 
 def test_it_accepts_the_design_example():
     desired = config.load(SEED, Known(), environ=ENV)
+    assert desired.servers is not None and desired.agents is not None and desired.policies is not None
     assert desired.servers["customer-ops"]["tool_intents"] == {"process_refund": "financial.refund.process"}
     assert desired.secrets == {"customer-ops": "s3cret"}
     assert desired.agents["analytics-agent"]["tool_scope"] == {"customer-ops": "*"}
@@ -102,7 +103,7 @@ def test_it_checks_references_against_the_live_state_for_sections_left_out():
     desired = config.load(
         "policies:\n  - {intent: x.y, agents: [live-agent, role:ops], decision: escalate,"
         " escalation: {reviewers: [role:support-lead, carol]}}\n", known, environ={})
-    assert desired.agents is None and desired.servers is None
+    assert desired.agents is None and desired.servers is None and desired.policies is not None
     assert desired.policies["velocity_rules"] == []
     assert errors_of("policies:\n  - {intent: x.y, agents: [other], decision: allow}\n", known)
 

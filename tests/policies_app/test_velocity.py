@@ -138,7 +138,7 @@ WORKER = """
 import asyncio, json, sys
 from policies_app.velocity import RedisCounters, Window
 async def main(url, key, day, n):
-    store = RedisCounters(url)
+    store = RedisCounters(url, timeout=30.0)  # the machine may be busy: no timed assertions
     window = Window(key, 60_000, 50)
     results = await asyncio.gather(*(store.admit([window], day, 1_000_000 + i) for i in range(n)))
     print(json.dumps(sum(1 for r in results if r == [])))
@@ -158,4 +158,4 @@ def test_it_admits_exactly_the_limit_from_two_processes_at_once():
     assert sum(admitted) == 50
     client = redis.Redis.from_url(REDIS_URL)
     assert client.zcard(key) == 50
-    assert int(client.get(day)) == 50
+    assert client.get(day) == b"50"

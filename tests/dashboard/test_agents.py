@@ -67,7 +67,8 @@ def test_it_saves_a_tool_scope_per_server(admin_client):
     assert Agent.objects.get(name="bot").tool_scope == {"ops": ["get_customer", "process_refund"], "crm": "*"}
 
 
-def test_it_says_when_a_server_catalog_cannot_be_listed(admin_client):
+def test_it_says_when_a_server_catalog_cannot_be_listed(admin_client, settings):
+    settings.INTENDED_ALLOW_PRIVATE_UPSTREAMS = True
     actions.save_agent(acting_user="test", name="bot")
     actions.save_server(acting_user="test", name="down", url="http://127.0.0.1:9/mcp")
     response = admin_client.get("/agents/bot/scope/")

@@ -28,7 +28,8 @@ def test_it_refuses_private_addresses_in_production(admin_client, settings):
     assert not Server.objects.filter(name="evil").exists()
 
 
-def test_it_reports_a_failed_connection_test(admin_client):
+def test_it_reports_a_failed_connection_test(admin_client, settings):
+    settings.INTENDED_ALLOW_PRIVATE_UPSTREAMS = True
     actions.save_server(acting_user="test", name="down", url="http://127.0.0.1:9/mcp")
     response = admin_client.post("/servers/down/test/", HTTP_HX_REQUEST="true")
     assert response.status_code == 200
@@ -61,3 +62,10 @@ def test_it_approves_a_held_tool_from_its_diff(admin_client):
     admin_client.post("/servers/crm/tools/lookup/")
     pin = ToolPin.objects.get(server="crm", tool="lookup")
     assert pin.status == ToolPin.ADMITTED and pin.approved_by == "alice"
+
+
+def test_it_does_not_connect_to_a_private_upstream_in_production(admin_client, settings):
+    settings.INTENDED_ALLOW_PRIVATE_UPSTREAMS = False
+    actions.save_server(acting_user="test", name="inside", url="http://10.0.0.7/mcp")
+    response = admin_client.post("/servers/inside/test/", HTTP_HX_REQUEST="true")
+    assert b"Refused to connect: only https" in response.content

@@ -226,6 +226,8 @@ async def enforce(policy: PolicyIndex, ctx: CallContext, *, now_ms: int | None =
         return
     now_ms = clock_ms() if now_ms is None else now_ms
     rules = policy.velocity_for(ctx.intent, ctx.agent)
+    if not rules and not uses_daily_count(ctx.server.domain_pack, ctx.intent):
+        return  # nothing counts this call: no round trip
     try:
         over = await counters().admit(_windows(rules, ctx), day_key(ctx.agent.name, ctx.intent, now_ms), now_ms)
     except VelocityUnavailable:

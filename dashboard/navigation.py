@@ -34,18 +34,16 @@ def items_for(user: Any) -> list[NavItem]:
 
 
 def pending_approvals(user: Any) -> int | None:
-    """How many approvals wait for this user's decision (None when approvals are not installed)."""
+    """How many open approvals this user may decide (None when approvals are not installed)."""
     try:
+        from approvals_app.actions import may_decide
         from approvals_app.models import PENDING, Approval
     except ImportError:
         return None
     from django.utils import timezone
 
-    pending = Approval.objects.filter(status=PENDING, expires_at__gt=timezone.now())
-    if roles.is_admin(user):
-        return pending.count()
-    mine = {f"role:{r}" for r in roles.reviewer_roles(user)} | {f"user:{user.get_username()}"}
-    return sum(1 for names in pending.values_list("reviewers", flat=True) if mine & set(names or []))
+    pending = Approval.objects.filter(status=PENDING, expires_at__gt=timezone.now())[:500]
+    return sum(1 for approval in pending if may_decide(user, approval)[0])
 
 
 def navigation(request: HttpRequest) -> dict[str, Any]:

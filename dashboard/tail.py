@@ -38,7 +38,8 @@ def entries_after(last_seq: int) -> list[tuple[int, dict[str, Any]]]:
 def latest_seq() -> int:
     from audit_app.models import AuditEntry
 
-    return AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first() or -1
+    latest = AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first()
+    return -1 if latest is None else latest
 
 
 class AuditTailConsumer(AsyncJsonWebsocketConsumer):
@@ -48,8 +49,10 @@ class AuditTailConsumer(AsyncJsonWebsocketConsumer):
         if not allowed:
             await self.close(code=4403)
             return
+        # Read where the trail ends before accepting: anything written after the accept is sent.
+        last = await database_sync_to_async(latest_seq)()
         await self.accept()
-        self.follower = asyncio.create_task(self.follow())
+        self.follower = asyncio.create_task(self.follow(last))
 
     async def disconnect(self, code: int) -> None:
         follower = getattr(self, "follower", None)
@@ -58,8 +61,7 @@ class AuditTailConsumer(AsyncJsonWebsocketConsumer):
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
 
-    async def follow(self) -> None:
-        last = await database_sync_to_async(latest_seq)()
+    async def follow(self, last: int) -> None:
         while True:
             rows = await database_sync_to_async(entries_after)(last)
             for seq, summary in rows:

@@ -160,16 +160,22 @@ def tool_review(request: HttpRequest, name: str, tool: str) -> HttpResponse:
     except backends.NotAvailable:
         pins = {}
     pin = pins.get(tool)
-    live = None
+    held_pin = pin if pin is not None and pin.status == "held" else None
+    if held_pin is not None:
+        candidate = held_pin.pending_definition
+    else:
+        candidate = live_definition(request, server, tool)
+    return render(request, "dashboard/tool_review.html", {
+        "server": server, "tool": tool, "pin": pin, "status": pin_status(pin), "held": held_pin is not None,
+        "rows": side_by_side(definition_lines(pin.definition if pin else None), definition_lines(candidate)),
+        "held_reason": held_pin.held_reason if held_pin is not None else "",
+    })
+
+
+def live_definition(request: HttpRequest, server: Server, tool: str) -> dict[str, Any] | None:
     try:
-        live = next((t for t in catalog.fetch_tools(server) if t.name == tool), None)
+        tools = catalog.fetch_tools(server)
     except catalog.CatalogUnavailable as exc:
         messages.error(request, str(exc))
-    pinned = pin.definition if pin is not None else None
-    held = pin is not None and pin.status == "held"
-    candidate = pin.pending_definition if held else (live.definition if live else None)
-    return render(request, "dashboard/tool_review.html", {
-        "server": server, "tool": tool, "pin": pin, "status": pin_status(pin), "held": held,
-        "rows": side_by_side(definition_lines(pinned), definition_lines(candidate)),
-        "held_reason": pin.held_reason if held else "",
-    })
+        return None
+    return next((t.definition for t in tools if t.name == tool), None)

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from tests.dashboard.conftest import persona, signed_in
+
+
+def pending_refund(reviewers: list[str]) -> None:
+    from approvals_app.models import Approval
+
+    Approval.objects.create(call_id="c1", agent="support-agent", agent_owner="alice", server="customer-ops",
+                            tool="process_refund", intent="financial.refund.process", args_sha256="0" * 64,
+                            reviewers=reviewers, expires_at=timezone.now() + timedelta(minutes=5))
+
+
+def test_it_shows_a_reviewer_the_approvals_waiting_for_them(reviewer_client):
+    pending_refund(["role:support-lead"])
+    page = reviewer_client.get("/")
+    assert b'<span class="badge" aria-label="1 pending">1</span>' in page.content
+    assert b'<h2 id="pend-h">Pending approvals</h2>\n    <p class="stat">1</p>' in page.content
+
+
+def test_it_does_not_count_approvals_for_another_role(db):
+    pending_refund(["role:finance-lead"])
+    page = signed_in(persona("carol", ["support-lead"])).get("/")
+    assert b'<p class="stat">0</p>' in page.content
+    assert b'class="badge"' not in page.content
+
+
+def test_it_does_not_count_an_approval_for_its_agent_owner(db):
+    pending_refund(["role:admin"])
+    alice = persona("alice", ["admin"])
+    assert b'class="badge"' not in signed_in(alice).get("/").content
+
+
+def test_it_hides_the_chain_from_reviewers_and_shows_it_to_auditors(reviewer_client, auditor_client):
+    assert b"Audit chain" not in reviewer_client.get("/").content
+    assert b"Audit chain" in auditor_client.get("/").content
+
+
+def test_it_raises_a_banner_when_the_chain_is_broken(auditor_client):
+    from audit_app.actions import raise_alert
+
+    raise_alert("entry 3 does not match its hash", 3)
+    page = auditor_client.get("/")
+    assert b"Audit chain integrity failure." in page.content
+    assert b"entry 3 does not match its hash" in page.content
+
+
+def test_it_has_a_clear_empty_state(auditor_client):
+    assert b"No calls in the last 24 hours." in auditor_client.get("/").content

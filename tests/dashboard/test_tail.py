@@ -1,0 +1,51 @@
+"""The live audit tail over a websocket: new entries reach a signed-in auditor, nobody else."""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from audit_app.actions import append_entries, record_admin
+from dashboard.tail import AuditTailConsumer
+from gateway import actions
+
+
+def communicator(user) -> WebsocketCommunicator:
+    comm = WebsocketCommunicator(AuditTailConsumer.as_asgi(), "/ws/audit/tail/")
+    comm.scope["user"] = user
+    return comm
+
+
+async def test_it_pushes_new_entries_to_an_auditor(transactional_db):
+    ann = await database_sync_to_async(actions.create_user)(acting_user="t", username="ann", roles=["auditor"])
+    comm = communicator(ann)
+    connected, _ = await comm.connect()
+    assert connected
+    await database_sync_to_async(append_entries)([{
+        "kind": "decision", "call_id": "c1", "agent": "lookup-agent", "server": "customer-ops",
+        "tool": "process_refund", "intent": "financial.refund.process", "decision": "deny",
+        "reason": "Only support agents can process refunds"}])
+    message = await comm.receive_json_from(timeout=10)
+    assert (message["kind"], message["agent"], message["decision"], message["reason"]) == (
+        "decision", "lookup-agent", "deny", "Only support agents can process refunds")
+    await comm.disconnect()
+
+
+async def test_it_sends_only_entries_written_after_connecting(transactional_db):
+    ann = await database_sync_to_async(actions.create_user)(acting_user="t", username="ann", roles=["auditor"])
+    comm = communicator(ann)
+    await comm.connect()
+    await database_sync_to_async(record_admin)("agent.created", actor="alice", target="bot")
+    message = await comm.receive_json_from(timeout=10)
+    assert (message["kind"], message["reason"]) == ("admin", "agent.created")
+    assert await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+
+
+async def test_it_refuses_a_reviewer_and_an_anonymous_visitor(transactional_db):
+    from django.contrib.auth.models import AnonymousUser
+
+    carol = await database_sync_to_async(actions.create_user)(acting_user="t", username="carol", roles=["support-lead"])
+    for user in (carol, AnonymousUser()):
+        connected, code = await communicator(user).connect()
+        assert (connected, code) == (False, 4403)

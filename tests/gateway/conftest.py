@@ -20,7 +20,7 @@ UPSTREAM_APP = ROOT / "tests" / "gateway" / "upstream_app.py"
 UPSTREAM_CREDENTIAL = "upstream-secret-for-the-gateway"
 # alice may use every tool but delete_everything, which a policy denies anyway; mallory may
 # use only echo; carol has no scope on the server at all.
-ALICE_TOOLS = ["echo", "add", "fail", "slow", "count_up", "greet_asked", "delete_everything"]
+ALICE_TOOLS = ["echo", "add", "fail", "slow", "count_up", "greet_asked", "polled", "delete_everything"]
 
 
 @dataclass
@@ -131,14 +131,34 @@ def committed_world(django_db_blocker: Any, tmp_path: Path, mode: str) -> Iterat
             call_command("flush", interactive=False, verbosity=0)
 
 
+@pytest.fixture(scope="session")
+def test_database(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """The test database, even when no test of the session asked pytest-django for one (it
+    only sets up the databases that marked tests use; the shared worlds use it unmarked, so
+    that no test transaction holds a lock the gateway process would wait for)."""
+    from django.db import connection
+    from django.test.utils import setup_databases, teardown_databases
+
+    test_name = (connection.settings_dict.get("TEST") or {}).get("NAME")
+    if test_name and str(connection.settings_dict["NAME"]) == str(test_name) or \
+            str(connection.settings_dict["NAME"]).startswith("test_"):
+        yield
+        return
+    with django_db_blocker.unblock():
+        created = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(created, verbosity=0)
+
+
 @pytest.fixture(scope="module")
-def shared_world(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[World]:
+def shared_world(test_database: None, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[World]:
     with committed_world(django_db_blocker, tmp_path_factory.mktemp("gw"), "stateful") as world:
         yield world
 
 
 @pytest.fixture(scope="module")
-def shared_stateless_world(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[World]:
+def shared_stateless_world(test_database: None, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[World]:
     with committed_world(django_db_blocker, tmp_path_factory.mktemp("gw"), "stateless") as world:
         yield world
 

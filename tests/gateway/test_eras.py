@@ -4,6 +4,7 @@ SSE mode and in stateless JSON mode."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.gateway.conftest import World
+from tests.gateway.conftest import ALICE_TOOLS, World
 
 Session = Callable[[Client], Awaitable[Any]]
 
@@ -82,7 +83,7 @@ def test_it_is_transparent_in_both_eras(any_world: World, mode: str) -> None:
 
     seen = session(world, "alice", mode, work)
     assert seen["protocol"] == expected_version
-    assert seen["tools"] == sorted(["echo", "add", "fail", "slow", "count_up", "greet_asked", "delete_everything"])
+    assert seen["tools"] == sorted(ALICE_TOOLS)
     assert seen["echo"] == "Echo: hi"
     assert seen["add"] == {"result": 42}
     assert seen["fail"].is_error and "fail" in text_of(seen["fail"])
@@ -133,3 +134,19 @@ def test_it_denies_by_policy_with_a_readable_result(shared_world: World, mode: s
     assert meta["intended/decision"] == "deny"
     assert meta["intended/call_id"]
     assert "delete_everything" not in [r.get("tool") for r in world.upstream.requests()]
+
+
+def test_it_audits_a_result_that_arrives_on_a_resumed_stream(shared_world: World) -> None:
+    from audit_app.models import AuditEntry
+
+    world = shared_world
+
+    async def work(client: Client) -> str:
+        await client.list_tools()
+        return text_of(await client.call_tool("polled", {}))
+
+    assert session(world, "alice", "legacy", work) == "answered after a reconnect"
+    resumed = [r for r in world.upstream.requests() if r["method"] == "GET" and "last-event-id" in r["headers"]]
+    assert resumed, "the client did not resume the stream"
+    [outcome] = [json.loads(bytes(e.canonical)) for e in AuditEntry.objects.filter(kind="outcome", tool="polled")]
+    assert outcome["outcome"]["status"] == "ok"

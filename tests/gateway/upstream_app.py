@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resolve import Elicit, Resolve
+from mcp.server.streamable_http import EventMessage, EventStore
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel
 
@@ -61,6 +62,37 @@ async def count_up(steps: int, ctx: Context) -> str:
         await ctx.report_progress(step, steps, f"step {step}")
         await asyncio.sleep(0.01)
     return f"counted to {steps}"
+
+
+@app.tool()
+async def polled(ctx: Context) -> str:
+    """Closes its response stream before answering: the client gets the result by resuming
+    with GET and Last-Event-ID (stateful mode only)."""
+    await ctx.close_sse_stream()
+    await asyncio.sleep(0.3)
+    return "answered after a reconnect"
+
+
+class MemoryEventStore(EventStore):
+    """Keeps every event so that a client can resume a stream with Last-Event-ID."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, Any]] = []  # (event id, stream id, message)
+
+    async def store_event(self, stream_id: str, message: Any) -> str:
+        event_id = str(len(self.events) + 1)
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: str, send_callback: Any) -> str | None:
+        ids = [e[0] for e in self.events]
+        if last_event_id not in ids:
+            return None
+        stream_id = self.events[ids.index(last_event_id)][1]
+        for event_id, stream, message in self.events[ids.index(last_event_id) + 1:]:
+            if stream == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
 
 
 class Name(BaseModel):
@@ -147,7 +179,8 @@ def main() -> None:
         allowed_hosts=[f"127.0.0.1:{args.port}", f"localhost:{args.port}"],
     )
     starlette_app = app.streamable_http_app(
-        json_response=stateless, stateless_http=stateless, transport_security=security
+        json_response=stateless, stateless_http=stateless, transport_security=security,
+        event_store=None if stateless else MemoryEventStore(), retry_interval=100,
     )
     uvicorn.run(RequestLog(starlette_app, args.log), host="127.0.0.1", port=args.port, log_level="warning")
 

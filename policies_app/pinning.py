@@ -52,6 +52,7 @@ class PinView:
     status: str
     definition_hash: str
     annotations: Mapping[str, Any] = field(default_factory=dict)
+    pending_hash: str = ""  # what the upstream offered when it was held
 
     @property
     def admitted(self) -> bool:
@@ -135,6 +136,7 @@ def load_pins() -> dict[tuple[str, str], PinView]:
             status=p.status,
             definition_hash=p.definition_hash,
             annotations=(p.definition or {}).get("annotations") or {},
+            pending_hash=p.pending_hash,
         )
         for p in ToolPin.objects.all()
     }
@@ -164,14 +166,16 @@ def _pin_from_db(server: str, tool: str) -> PinView | None:
     p = ToolPin.objects.filter(server=server, tool=tool).first()
     if p is None:
         return None
-    return PinView(p.server, p.tool, p.status, p.definition_hash, (p.definition or {}).get("annotations") or {})
+    return PinView(p.server, p.tool, p.status, p.definition_hash, (p.definition or {}).get("annotations") or {},
+                   p.pending_hash)
 
 
 async def current_pin(snap: Any, server: str, tool: str) -> PinView | None:
-    """The pin from the snapshot, or from the database when this process has not seen it yet
-    (a tools/list answered by another replica a moment ago)."""
+    """The pin from the snapshot when it admits the tool; otherwise from the database, in case
+    this process has not reloaded yet (a tools/list answered or an approval given a moment ago
+    on another replica). Only unknown and held tools pay for the query."""
     pin = pin_for(snap, server, tool)
-    if pin is not None:
+    if pin is not None and pin.admitted:
         return pin
     from channels.db import database_sync_to_async
 
@@ -187,9 +191,11 @@ async def filter_tools(snap: Any, agent: Any, server: Any, tools: list[dict[str,
     pins = _pins(snap)
     hashes = {t.get("name", ""): definition_hash(t) for t in tools if isinstance(t, Mapping)}
     admitted = {
-        name for name, h in hashes.items()
-        if (pin := pins.get((server.name, name))) is not None and pin.admitted and pin.definition_hash == h
+        name for name, digest in hashes.items()
+        if (pin := pins.get((server.name, name))) is not None and pin.admitted and pin.definition_hash == digest
     }
+    # Anything else goes to the database, the truth: a first sight, a change, or a held tool an
+    # admin may have approved a moment ago on another process.
     if len(admitted) < len(hashes):
         from channels.db import database_sync_to_async
 

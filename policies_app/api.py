@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import path
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view, permission_classes
@@ -82,11 +83,11 @@ PolicyDocument = inline_serializer("PolicyDocument", fields={
 })
 
 
-@extend_schema(request=PolicyDocument, responses={200: serializers.JSONField(), 201: serializers.JSONField()})
-@api_view(["GET", "POST"])
+@extend_schema(request=PolicyDocument, responses={200: OpenApiTypes.OBJECT, 201: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
+@api_view(["GET", "POST", "PUT"])
 @permission_classes([IsAdmin])
 def policies_view(request: Request) -> Response:
-    if request.method == "POST":
+    if request.method in ("POST", "PUT"):
         document = dict(request.data) if isinstance(request.data, dict) else request.data
         comment = document.pop("comment", "") if isinstance(document, dict) else ""
         try:

@@ -108,3 +108,15 @@ def test_it_fails_policy_test_files_with_exit_1(seeded, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "FAIL support refund escalates: expected allow, got escalate" in out
     assert "2 passed, 1 failed" in out
+
+
+def test_it_documents_the_endpoints_in_the_schema():
+    client = client_for("root", ["admin"])
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").content.decode()
+    assert "/api/simulate/" in schema and "/api/policies/" in schema
+
+
+def test_it_replaces_the_policies_with_put(seeded):
+    client = client_for("root", ["admin"])
+    response = client.put("/api/policies/", {"policies": [{"intent": "*", "decision": "allow"}]}, format="json")
+    assert (response.status_code, response.json()) == (201, {"version": 2})

@@ -159,6 +159,16 @@ def call_decided(ctx: Any, seconds: float) -> None:
                   extra=call_fields(ctx, decision_ms=round(seconds * 1000, 3), fail_closed=cause))
 
 
+def call_released(ctx: Any) -> None:
+    """After a held call was decided by a reviewer, expired, or failed closed."""
+    from intended.logging import call_fields
+
+    cause = fail_closed_cause(ctx.decision, ctx.reason, list(ctx.rules))
+    if cause is not None:
+        fail_closed(cause)
+    call_log.info("held call %s: %s", ctx.decision, ctx.reason, extra=call_fields(ctx, fail_closed=cause))
+
+
 def call_finished(ctx: Any, status: str, seconds: float | None) -> None:
     """After the outcome entry: upstream latency by status (ok, error, timeout)."""
     from intended.logging import call_fields

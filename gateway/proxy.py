@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
-from gateway import door, jsonrpc
+from gateway import door, jsonrpc, metrics, transport_security
 from gateway.context import ALLOW, DENY, ESCALATE, AgentView, CallContext, ServerView
 from gateway.jsonrpc import Message
 from gateway.pipeline import UnknownTool, decide
@@ -150,6 +150,8 @@ class GatewayApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if await transport_security.refuse_plain_http(scope, send):
+            return
         request = Request.from_scope(scope)
         response = AgentResponse(send)
         try:
@@ -273,17 +275,21 @@ class GatewayApp:
         ctx = CallContext(agent=ex.agent, server=ex.server, tool=tool, arguments=arguments,
                           args_sha256=args_sha256, era=ex.era,  # type: ignore[arg-type]
                           session_id=ex.session_id, client_addr=ex.request.client_addr)
+        decision_started = time.monotonic()
         try:
             await decide(ctx, ex.snap)
         except UnknownTool:
             await audit_unknown_tool(ctx)
             await self._protocol_error(ex, message, jsonrpc.INVALID_PARAMS, f"Unknown tool: {tool}")
             return
-        if not await audit_decision(ctx):
+        audited = await audit_decision(ctx)
+        metrics.call_decided(ctx, time.monotonic() - decision_started)
+        if not audited:
             await self._deny(ex, message, ctx)
             return
         if ctx.decision == ESCALATE:
             await self._hold(ex, message, ctx)
+            metrics.call_released(ctx)
         if ctx.decision != ALLOW:
             await self._deny(ex, message, ctx)
             return
@@ -644,6 +650,7 @@ async def read_body(request: Request, receive: Any) -> bytes | door.Refusal:
 
 
 async def refuse(response: AgentResponse, refusal: door.Refusal) -> None:
+    metrics.door_refused(refusal.status)
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]
     await response.answer(refusal.body(), refusal.status, headers)
 
@@ -736,3 +743,4 @@ async def record_outcome(ctx: CallContext, status: str, started: float | None, p
                             result_size=len(payload))
     except Exception:
         log.exception("could not record the outcome of call %s", ctx.call_id)
+    metrics.call_finished(ctx, status, latency_ms / 1000 if started is not None else None)

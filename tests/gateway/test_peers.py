@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -132,25 +133,36 @@ def regressions(direct: dict[str, str], through: dict[str, str]) -> dict[str, st
     return {step: through.get(step) for step, status in direct.items() if status == "PASS" and through.get(step) != "PASS"}
 
 
-def apply_config(tmp_path: Path, servers: str) -> None:
-    config = tmp_path / "peers.yaml"
-    config.write_text(
-        "servers:\n" + servers + "\n"
+def apply_config(path: Path, everything_url: str) -> None:
+    stdio = json.dumps([str(NODE), str(EVERYTHING), "stdio"])
+    path.write_text(
+        "servers:\n"
+        f"  - name: everything\n    url: {everything_url}\n"
+        f"  - name: everything-stdio\n    command: {stdio}\n"
         "agents:\n"
         "  - name: peer-agent\n"
-        "    tools: {everything: '*'}\n"
+        "    tools: {everything: '*', everything-stdio: '*'}\n"
         "policies:\n"
         "  - {intent: '*', decision: allow, reason: peers may do anything}\n"
     )
-    call_command("apply", str(config), stdout=open(os.devnull, "w"))
+    call_command("apply", str(path), stdout=open(os.devnull, "w"))
 
 
-def issue_key() -> str:
+@pytest.fixture(scope="module")
+def gateway(django_db_setup, django_db_blocker, everything, tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """One gateway for the module, in front of server-everything over HTTP (/mcp/everything)
+    and over stdio (/mcp/everything-stdio); yields its base URL and the agent's key."""
     from gateway import actions
     from gateway.models import Agent
 
-    _, key = actions.issue_key(acting_user="tests", agent=Agent.objects.get(name="peer-agent"))
-    return key
+    with django_db_blocker.unblock():
+        apply_config(tmp_path_factory.mktemp("peers") / "peers.yaml", everything)
+        _, key = actions.issue_key(acting_user="tests", agent=Agent.objects.get(name="peer-agent"))
+        try:
+            with live_gateway() as base:
+                yield base, key
+        finally:
+            call_command("flush", interactive=False, verbosity=0)
 
 
 @pytest.fixture(scope="module")
@@ -180,62 +192,67 @@ async def tool_names(url: str) -> set[str]:
         return {tool.name for tool in (await client.list_tools()).tools}
 
 
-@pytest.fixture
-def gateway_to_everything(transactional_db, everything, tmp_path) -> Iterator[tuple[str, str]]:
-    apply_config(tmp_path, f"  - name: everything\n    url: {everything}\n")
-    key = issue_key()
-    with live_gateway() as base:
-        yield f"{base}/mcp/everything", key
+# pytest-django creates the test database only for a session with a test that asks for it, and
+# the `gateway` fixture needs it; this test asks (the gateway's rows are committed by the fixture,
+# outside any test transaction, so that the gateway process sees them).
+@pytest.mark.django_db
+def test_it_excuses_only_the_gateways_own_unknown_tool_answer_for_a_missing_tool():
+    direct = {"tools-call-error": {"tools-call-error": ("SUCCESS", "")},
+              "tools-list": {"tools-list": ("SUCCESS", "")}}
+    missing = {"tools-call-error": {"tools-call-error": ("FAILURE", "Failed: MCP error -32602: Unknown tool: test_error_handling")},
+               "tools-list": {"tools-list": ("SUCCESS", "")}}
+    assert lost_checks(direct, missing, {"echo"}) == {}
+    # the server has that tool: the gateway must not hide it
+    assert lost_checks(direct, missing, {"test_error_handling"}) == {
+        ("tools-call-error", "tools-call-error"): missing["tools-call-error"]["tools-call-error"]}
+    broken = {"tools-call-error": {"tools-call-error": ("FAILURE", "Failed: timeout")}}
+    assert set(lost_checks(direct, broken, {"echo"})) == {("tools-call-error", "tools-call-error"), ("tools-list", "tools-list")}
 
 
-def test_it_gives_the_typescript_client_every_step_it_gets_directly(direct, gateway_to_everything):
-    url, key = gateway_to_everything
+def test_it_gives_the_typescript_client_every_step_it_gets_directly(direct, gateway):
+    base, key = gateway
+    url = f"{base}/mcp/everything"
     assert sum(s == "PASS" for s in direct["ts"].values()) >= 20, direct["ts"]
     through = ts_client(url, "ts-gateway", key)
     assert regressions(direct["ts"], through) == {}
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
-def test_it_gives_the_python_client_every_step_it_gets_directly(direct, gateway_to_everything, mode):
-    url, key = gateway_to_everything
+def test_it_gives_the_python_client_every_step_it_gets_directly(direct, gateway, mode):
+    base, key = gateway
+    url = f"{base}/mcp/everything"
     assert sum(s == "PASS" for s in direct[f"py-{mode}"].values()) >= 15, direct[f"py-{mode}"]
     through = py_client(url, mode, f"py-{mode}-gateway", key)
     assert regressions(direct[f"py-{mode}"], through) == {}
 
 
-def test_it_passes_every_conformance_check_that_passes_directly(direct, gateway_to_everything, tmp_path):
-    url, key = gateway_to_everything
+def test_it_passes_every_conformance_check_that_passes_directly(direct, gateway, tmp_path):
+    base, key = gateway
+    url = f"{base}/mcp/everything"
     through = conformance(url, tmp_path / "via-gateway", key)
     assert lost_checks(direct["conformance"], through, direct["tools"]) == {}
     # server-everything has no DNS-rebinding protection of its own; the gateway has
     assert {status for status, _ in through["dns-rebinding-protection"].values()} == {"SUCCESS"}
 
 
-def test_it_stays_closed_to_the_conformance_runner_without_a_key(gateway_to_everything, tmp_path):
-    url, _ = gateway_to_everything
-    through = conformance(url, tmp_path / "no-key")
+def test_it_stays_closed_to_the_conformance_runner_without_a_key(gateway, tmp_path):
+    base, _ = gateway
+    through = conformance(f"{base}/mcp/everything", tmp_path / "no-key")
     passed = [(s, c) for s, checks in through.items() for c, (status, _) in checks.items()
               if status == "SUCCESS" and s != "dns-rebinding-protection"]
     assert passed == []
 
 
-@pytest.fixture
-def gateway_to_stdio_everything(transactional_db, tmp_path) -> Iterator[tuple[str, str]]:
-    command = [str(NODE), str(EVERYTHING), "stdio"]
-    apply_config(tmp_path, f"  - name: everything\n    command: {command!r}\n".replace("'", '"'))
-    key = issue_key()
-    with live_gateway() as base:
-        yield f"{base}/mcp/everything", key
-
-
-def test_it_serves_a_stdio_server_to_the_typescript_client_as_over_http(direct, gateway_to_stdio_everything):
-    url, key = gateway_to_stdio_everything
+def test_it_serves_a_stdio_server_to_the_typescript_client_as_over_http(direct, gateway):
+    base, key = gateway
+    url = f"{base}/mcp/everything-stdio"
     through = ts_client(url, "ts-gateway-stdio", key)
     assert regressions(direct["ts"], through) == {}
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
-def test_it_serves_a_stdio_server_to_the_python_client_as_over_http(direct, gateway_to_stdio_everything, mode):
-    url, key = gateway_to_stdio_everything
+def test_it_serves_a_stdio_server_to_the_python_client_as_over_http(direct, gateway, mode):
+    base, key = gateway
+    url = f"{base}/mcp/everything-stdio"
     through = py_client(url, mode, f"py-{mode}-gateway-stdio", key)
     assert regressions(direct[f"py-{mode}"], through) == {}

@@ -20,7 +20,7 @@ UPSTREAM_APP = ROOT / "tests" / "gateway" / "upstream_app.py"
 UPSTREAM_CREDENTIAL = "upstream-secret-for-the-gateway"
 # alice may use every tool but delete_everything, which a policy denies anyway; mallory may
 # use only echo; carol has no scope on the server at all.
-ALICE_TOOLS = ["echo", "add", "fail", "slow", "count_up", "greet_asked", "polled", "delete_everything"]
+ALICE_TOOLS = ["echo", "add", "fail", "slow", "count_up", "greet_asked", "polled", "grow", "delete_everything"]
 
 
 @dataclass

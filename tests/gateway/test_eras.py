@@ -150,3 +150,22 @@ def test_it_audits_a_result_that_arrives_on_a_resumed_stream(shared_world: World
     assert resumed, "the client did not resume the stream"
     [outcome] = [json.loads(bytes(e.canonical)) for e in AuditEntry.objects.filter(kind="outcome", tool="polled")]
     assert outcome["outcome"]["status"] == "ok"
+
+
+def test_it_streams_a_subscription(shared_world: World) -> None:
+    world = shared_world
+
+    async def work(client: Client) -> list[str]:
+        await client.list_tools()
+        events: list[str] = []
+        async with client.listen(tools_list_changed=True) as subscription:
+            await client.call_tool("grow", {})
+            with anyio.fail_after(20):
+                async for event in subscription:
+                    events.append(type(event).__name__)
+                    break
+        return events
+
+    assert session(world, "alice", "auto", work) == ["ToolsListChanged"]
+    listened = [r for r in world.upstream.requests() if r["mcp_method"] == "subscriptions/listen"]
+    assert listened and "authorization" not in listened[0]["headers"]

@@ -73,6 +73,15 @@ async def polled(ctx: Context) -> str:
     return "answered after a reconnect"
 
 
+@app.tool()
+async def grow(ctx: Context) -> str:
+    """Adds a tool and tells listeners that the tool list changed."""
+    if not any(t.name == "grown" for t in await app.list_tools()):
+        app.add_tool(lambda: "grown", name="grown", description="Added at run time.")
+    await ctx.notify_tools_changed()
+    return "grown"
+
+
 class MemoryEventStore(EventStore):
     """Keeps every event so that a client can resume a stream with Last-Event-ID."""
 

@@ -134,25 +134,40 @@ def _locked_head() -> ChainHead:
     return head
 
 
-def append_entries(drafts: list[dict[str, Any]]) -> list[AuditEntry]:
-    """Append entries in one transaction (or inside the caller's) and return them."""
-    for draft in drafts:
-        if draft.get("kind") not in KINDS:
-            raise AuditWriteError(f"unknown audit entry kind {draft.get('kind')!r}")
+def encode_draft(draft: dict[str, Any]) -> dict[str, str]:
+    """Validate and encode an entry's fields once, before it joins a batch."""
+    if draft.get("kind") not in KINDS:
+        raise AuditWriteError(f"unknown audit entry kind {draft.get('kind')!r}")
+    try:
+        members = chain.canonical_members(draft)
+    except ValueError as exc:
+        raise AuditWriteError(f"audit entry is not encodable: {exc}") from exc
+    return members
+
+
+def _column(draft: dict[str, str], name: str, limit: int) -> str:
+    encoded = draft.get(name)
+    if encoded is None or not encoded.startswith('"'):
+        return ""
+    return str(json.loads(encoded))[:limit]
+
+
+def append_entries(drafts: list[dict[str, str]]) -> list[AuditEntry]:
+    """Append encoded drafts (`encode_draft`) in one transaction, or inside the caller's."""
     with transaction.atomic():
         head = _locked_head()
         now = timezone.now()
+        stamp = chain.canonical_members({"time": _time(now), "v": ENTRY_VERSION})
         seq, prev = head.size, head.last_leaf_hash
         rows: list[AuditEntry] = []
         for draft in drafts:
-            body = {"v": ENTRY_VERSION, "seq": seq, "time": _time(now), "prev": prev, **draft}
-            data = chain.canonical_json(body)
+            data = chain.canonical_object({**draft, **stamp, "seq": str(seq), "prev": f'"{prev}"'})
             leaf = chain.leaf_hash(data).hex()
             rows.append(AuditEntry(
-                seq=seq, time=now, kind=draft["kind"], call_id=str(draft.get("call_id", ""))[:32],
-                agent=str(draft.get("agent", ""))[:64], server=str(draft.get("server", ""))[:64],
-                tool=str(draft.get("tool", ""))[:200], intent=str(draft.get("intent", ""))[:200],
-                decision=str(draft.get("decision", ""))[:16], canonical=data, leaf_hash=leaf,
+                seq=seq, time=now, kind=_column(draft, "kind", 16), call_id=_column(draft, "call_id", 32),
+                agent=_column(draft, "agent", 64), server=_column(draft, "server", 64),
+                tool=_column(draft, "tool", 200), intent=_column(draft, "intent", 200),
+                decision=_column(draft, "decision", 16), canonical=data, leaf_hash=leaf,
             ))
             seq, prev = seq + 1, leaf
         AuditEntry.objects.bulk_create(rows)
@@ -160,14 +175,18 @@ def append_entries(drafts: list[dict[str, Any]]) -> list[AuditEntry]:
     return rows
 
 
+def _append_now(draft: dict[str, Any]) -> None:
+    append_entries([encode_draft(draft)])
+
+
 class _GroupCommit:
     """One writer per event loop: callers wait while their entries are committed in batches."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self.pending: list[tuple[dict[str, str], asyncio.Future[None]]] = []
         self.writing = False
 
-    async def submit(self, draft: dict[str, Any]) -> None:
+    async def submit(self, draft: dict[str, str]) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self.pending.append((draft, future))
@@ -204,11 +223,7 @@ async def _commit(draft: dict[str, Any]) -> None:
     writer = _writers.get(loop)
     if writer is None:
         writer = _writers[loop] = _GroupCommit()
-    try:
-        chain.canonical_json(draft)
-    except Exception as exc:
-        raise AuditWriteError(f"audit entry is not encodable: {exc}") from exc
-    await writer.submit(draft)
+    await writer.submit(encode_draft(draft))
 
 
 async def record_decision(ctx: CallContext) -> None:
@@ -225,32 +240,32 @@ async def record_outcome(
 
 def record_admin(action: str, *, actor: str, target: str = "", details: dict[str, Any] | None = None) -> None:
     """An admin entry, written in the caller's transaction (it commits or rolls back with the change)."""
-    append_entries([{"kind": "admin", "action": action, "actor": actor, "target": target,
-                     "details": _jsonable(details or {})}])
+    _append_now({"kind": "admin", "action": action, "actor": actor, "target": target,
+                 "details": _jsonable(details or {})})
 
 
 def record_approval(
     *, call_id: str, agent: str, server: str, tool: str, intent: str, approval: dict[str, Any], actor: str
 ) -> None:
     """An approval entry (`approval`: id, status, decided_by, comment), inside the caller's transaction."""
-    append_entries([{"kind": "approval", "call_id": call_id, "agent": agent, "server": server, "tool": tool,
-                     "intent": intent, "approval": _jsonable(approval), "actor": actor}])
+    _append_now({"kind": "approval", "call_id": call_id, "agent": agent, "server": server, "tool": tool,
+                 "intent": intent, "approval": _jsonable(approval), "actor": actor})
 
 
 def record_tool_event(
     action: str, *, server: str, tool: str, actor: str = "", details: dict[str, Any] | None = None
 ) -> None:
     """A tool entry (pinned, held, changed, approved), inside the caller's transaction."""
-    append_entries([{"kind": "tool", "action": action, "server": server, "tool": tool, "actor": actor,
-                     "details": _jsonable(details or {})}])
+    _append_now({"kind": "tool", "action": action, "server": server, "tool": tool, "actor": actor,
+                 "details": _jsonable(details or {})})
 
 
 def record_session(
     action: str, *, agent: str, server: str, session: str, client: str = "", details: dict[str, Any] | None = None
 ) -> None:
     """A session entry (opened, closed, refused), inside the caller's transaction."""
-    append_entries([{"kind": "session", "action": action, "agent": agent, "server": server, "session": session,
-                     "client": client, "details": _jsonable(details or {})}])
+    _append_now({"kind": "session", "action": action, "agent": agent, "server": server, "session": session,
+                 "client": client, "details": _jsonable(details or {})})
 
 
 # --- sealing ------------------------------------------------------------------------------

@@ -174,16 +174,16 @@ def open_note(message: bytes | str, verifiers: list[Verifier]) -> Note:
         if len(raw) < 5:
             raise NoteError("malformed note: signature too short")
         signature = Signature(name, raw[:4], raw[4:])
-        verifier = known.get((name, raw[:4]))
-        if verifier is None:
+        match = known.get((name, raw[:4]))
+        if match is None:
             note.unverified.append(signature)
             continue
         if (name, raw[:4]) in ambiguous:
             raise NoteError(f"ambiguous key {name}+{raw[:4].hex()}")
         if (name, raw[:4]) in duplicates:
             continue
-        if not verifier.verify(text.encode(), signature.signature):
-            raise NoteError(f"invalid signature for key {verifier.name}+{verifier.key_id.hex()}")
+        if not match.verify(text.encode(), signature.signature):
+            raise NoteError(f"invalid signature for key {match.name}+{match.key_id.hex()}")
         duplicates.add((name, raw[:4]))
         note.verified.append(signature)
     if not note.verified:

@@ -42,7 +42,7 @@ def call(agent_name: str, tool: str, intent: str, decision: str, arguments: dict
     return ctx
 
 
-SCENARIO = [
+SCENARIO: list[tuple[str, str, str, str, dict[str, object]]] = [
     ("support-agent", "get_customer", "data.customer.read", "allow", {"customer_id": "c-1"}),
     ("support-agent", "process_refund", "financial.refund.process", "escalate", {"amount": 120.5, "order": "o-9"}),
     ("lookup-agent", "process_refund", "financial.refund.process", "deny", {"amount": 10}),

@@ -8,6 +8,9 @@ import struct
 from pathlib import Path
 
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit_app import chain, signing
 
@@ -223,3 +226,29 @@ def test_it_matches_the_checkpoint_vectors() -> None:
     sumdb = (TESTDATA / "transparency-dev-formats" / "sum.golang.org-6476701.checkpoint").read_text()
     vkey = signing.parse_vkey((TESTDATA / "transparency-dev-formats" / "sum.golang.org.vkey").read_text().strip())
     assert signing.open_checkpoint(sumdb, [vkey], origin="go.sum database tree")[0].size == 6476701
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_json_values)
+def test_it_canonicalizes_exactly_like_the_rfc8785_package(value: object) -> None:
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(ValueError):
+            chain.canonical_json(value)
+        return
+    assert chain.canonical_json(value) == expected
+
+
+def test_it_refuses_what_json_cannot_hold_exactly() -> None:
+    for bad in (2**53, float("nan"), "\ud800", {1: "x"}, object()):
+        with pytest.raises(ValueError):
+            chain.canonical_json(bad)

@@ -5,30 +5,51 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from tests.support.processes import ROOT, free_port, running
+from tests.support.processes import ROOT, free_port, wait_until_listening
 
 KEY_LINE = re.compile(r"^\s+(lookup-agent|support-agent|analytics-agent)\s+(int_\S+)\s*$", re.M)
 LOGIN_LINE = re.compile(r"^\s+(admin|carol|dave|erin)\s+(\S+)\s+\(", re.M)
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], str]]:
-    data_dir = tmp_path_factory.mktemp("demo")
+def demo_env(tmp_path_factory) -> dict[str, str]:
+    """The embedded default in a fresh data directory, as on a new machine."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(INTENDED_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT), UVICORN_LOG_LEVEL="warning")
+    env.update(INTENDED_DATA_DIR=str(tmp_path_factory.mktemp("demo")), PYTHONPATH=str(ROOT),
+               UVICORN_LOG_LEVEL="warning")
+    return env
+
+
+@pytest.fixture(scope="module")
+def demo(demo_env) -> Iterator[tuple[str, dict[str, str], str]]:
     port = free_port()
-    log = data_dir / "demo.log"
-    with running([sys.executable, "manage.py", "demo", "--port", str(port)], port, env, log):
-        yield f"http://127.0.0.1:{port}", dict(KEY_LINE.findall(log.read_text())), log.read_text()
+    log = Path(demo_env["INTENDED_DATA_DIR"]) / "demo.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "manage.py", "demo", "--port", str(port)],
+                                cwd=ROOT, env=demo_env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            # migrating a fresh database comes first: give a loaded machine time
+            wait_until_listening(port, proc, seconds=120)
+            yield f"http://127.0.0.1:{port}", dict(KEY_LINE.findall(log.read_text())), log.read_text()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def test_it_prints_the_urls_keys_and_logins(demo):
@@ -75,3 +96,31 @@ def test_it_refuses_agents_without_a_key(demo):
     response = httpx.post(f"{base}/mcp/customer-ops", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_it_holds_a_support_refund_until_a_support_lead_approves_it(demo, demo_env):
+    base, keys, _ = demo
+    token = subprocess.run([sys.executable, "manage.py", "api_token", "carol"], cwd=ROOT, env=demo_env,
+                           capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    reviewer = httpx.AsyncClient(base_url=base, headers={"Authorization": f"Token {token}"})
+
+    async def approve_when_pending() -> None:
+        while True:
+            pending = (await reviewer.get("/api/approvals/", params={"status": "pending"})).json()
+            pending = pending.get("results", pending) if isinstance(pending, dict) else pending
+            if pending:
+                break
+            await anyio.sleep(0.1)
+        [approval] = pending
+        assert (approval["agent"], approval["tool"]) == ("support-agent", "process_refund")
+        decided = await reviewer.post(f"/api/approvals/{approval['id']}/approve/", json={"comment": "double charge"})
+        assert decided.status_code == 200
+
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {keys['support-agent']}"})
+    async with reviewer, http, Client(streamable_http_client(f"{base}/mcp/customer-ops", http_client=http)) as client:  # type: ignore[arg-type]
+        await client.list_tools()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(approve_when_pending)
+            refund = await client.call_tool("process_refund", {"customer_id": "cus_1002", "amount": 250, "reason": "double charge"})
+        assert not refund.is_error, refund
+        assert refund.structured_content["status"] == "succeeded"

@@ -144,5 +144,4 @@ urlpatterns = [
     path("export/", export, name="audit-export"),
     path("verify/", verify, name="audit-verify"),
     path("checkpoints/latest", latest_checkpoint, name="audit-checkpoint-latest"),
-    path("checkpoints/latest/", latest_checkpoint),
 ]

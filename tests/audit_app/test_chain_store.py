@@ -69,3 +69,19 @@ def test_it_refuses_to_seal_over_a_changed_entry_and_raises_an_alert() -> None:
         actions.seal()
     assert refused.value.failure.seq == tail.seq
     assert ChainAlert.objects.filter(resolved_at__isnull=True, first_bad_seq=tail.seq).exists()
+
+
+def test_it_keeps_arguments_only_as_the_domain_pack_allows() -> None:
+    from asgiref.sync import async_to_sync
+
+    from tests.audit_app.conftest import call
+
+    ctx = call("support-agent", "send_email", "comms.email.send", "allow",
+               {"to": ["a@example.com"], "body": "your refund is on its way", "api_key": "sk-live-123"})
+    async_to_sync(actions.record_decision)(ctx)
+    stored = bytes(AuditEntry.objects.get(call_id=ctx.call_id).canonical)
+    assert b"sk-live-123" not in stored and b"your refund is on its way" not in stored
+    args = json.loads(stored)["args"]
+    assert args["to"] == ["a@example.com"]
+    assert set(args["body"]) == {"sha256"}
+    assert json.loads(stored)["args_sha256"] == ctx.args_sha256

@@ -138,6 +138,10 @@ def tool_pins(server: str) -> list[Any]:
     return list(model.objects.filter(server=server).order_by("tool"))
 
 
+def held_tools() -> list[Any]:
+    return list(_find("policies_app.actions", "held_tools")())
+
+
 def approve_tool(*, server: str, tool: str, acting_user: str) -> None:
     approve = _find("policies_app.actions", "approve_tool")
     approve(server=server, tool=tool, acting_user=acting_user)

@@ -41,7 +41,10 @@ async def _list_tools(server: Server) -> list[CatalogTool]:
         credential = server.credential()
         if server.credential_header and credential:
             headers[server.credential_header] = credential
-        http = create_mcp_http_client(headers=headers or None)
+        import httpx2
+
+        timeout = httpx2.Timeout(server.timeout_seconds, connect=server.connect_timeout_seconds)
+        http = create_mcp_http_client(headers=headers or None, timeout=timeout)
         client = Client(streamable_http_client(server.url, http_client=http), mode="legacy",
                         read_timeout_seconds=server.timeout_seconds, cache=None)
     tools: list[CatalogTool] = []

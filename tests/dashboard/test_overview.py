@@ -51,3 +51,12 @@ def test_it_raises_a_banner_when_the_chain_is_broken(auditor_client):
 
 def test_it_has_a_clear_empty_state(auditor_client):
     assert b"No calls in the last 24 hours." in auditor_client.get("/").content
+
+
+def test_it_links_an_admin_to_the_held_tools(admin_client):
+    from policies_app.models import ToolPin
+
+    ToolPin.objects.create(server="crm", tool="lookup", status=ToolPin.HELD, pending_hash="b" * 64,
+                           pending_definition={"name": "lookup"}, held_reason="new tool")
+    page = admin_client.get("/")
+    assert b'<a href="/servers/crm/tools/lookup/">crm/lookup</a>' in page.content

@@ -255,6 +255,8 @@ class GatewayApp:
     def _message_hook(self, ex: Exchange, message: Message) -> MessageHook | None:
         if message.kind == "request" and message.method == "tools/list":
             return ToolsListFilter(ex, message.id)
+        if message.kind == "request" and message.method == "tasks/list":
+            return TasksListFilter(ex, message.id)
         return None
 
     async def _tools_call(self, ex: Exchange, message: Message) -> None:
@@ -459,6 +461,32 @@ class ToolsListFilter(MessageHook):
         if self.request_id is not None and message.get("id") != self.request_id:
             return None
         return await filter_tools_message(self.ex, message)
+
+
+class TasksListFilter(MessageHook):
+    """A tasks/list result keeps only the tasks this agent's own calls created."""
+
+    def __init__(self, ex: Exchange, request_id: Any) -> None:
+        self.ex = ex
+        self.request_id = request_id
+
+    async def on_message(self, payload: bytes) -> bytes | None:
+        if b'"tasks"' not in payload:
+            return None
+        message = jsonrpc.loads_strict(payload)
+        if not isinstance(message, dict) or "method" in message or message.get("id") != self.request_id:
+            return None
+        result = message.get("result")
+        if not isinstance(result, dict) or not isinstance(result.get("tasks"), list):
+            return None
+        kept = []
+        for task in result["tasks"]:
+            task_id = task.get("taskId") if isinstance(task, dict) else None
+            if isinstance(task_id, str) and \
+                    await bindings.owner(self.ex.server.name, "task", task_id) == self.ex.agent.name:
+                kept.append(task)
+        result["tasks"] = kept
+        return jsonrpc.dumps(message)
 
 
 async def filter_tools_message(ex: Exchange, message: dict[str, Any]) -> bytes | None:

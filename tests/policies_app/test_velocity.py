@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,6 +12,8 @@ import uuid
 import pytest
 import redis
 from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies_app import rules, velocity
 from policies_app.velocity import InProcessCounters, RedisCounters, Window
@@ -159,3 +162,44 @@ def test_it_admits_exactly_the_limit_from_two_processes_at_once():
     client = redis.Redis.from_url(REDIS_URL)
     assert client.zcard(key) == 50
     assert client.get(day) == b"50"
+
+
+def admitted_by_model(times: list[int], window_ms: int, limit: int) -> list[bool]:
+    """The sliding window as the design states it, written the obvious way."""
+    admitted: list[int] = []
+    out = []
+    for t in times:
+        ok = sum(1 for a in admitted if a > t - window_ms) < limit
+        if ok:
+            admitted.append(t)
+        out.append(ok)
+    return out
+
+
+call_times = st.lists(st.integers(min_value=0, max_value=5_000), min_size=1, max_size=60).map(sorted)
+
+
+@settings(max_examples=200, deadline=None)
+@given(times=call_times, window_ms=st.integers(min_value=1, max_value=2_000), limit=st.integers(min_value=1, max_value=8))
+def test_it_agrees_with_the_obvious_sliding_window_in_process(times, window_ms, limit):
+    store = InProcessCounters()
+    window = Window("k", window_ms, limit)
+
+    async def run() -> list[bool]:
+        return [await store.admit([window], "day", t) == [] for t in times]
+
+    assert asyncio.run(run()) == admitted_by_model(times, window_ms, limit)
+
+
+@needs_redis
+@settings(max_examples=30, deadline=None)
+@given(times=call_times, window_ms=st.integers(min_value=1, max_value=2_000), limit=st.integers(min_value=1, max_value=8))
+def test_it_agrees_with_the_obvious_sliding_window_in_redis(times, window_ms, limit):
+    store = RedisCounters(REDIS_URL, timeout=30.0)
+    window = Window(f"test:{uuid.uuid4().hex}", window_ms, limit)
+    day = f"test:day:{uuid.uuid4().hex}"
+
+    async def run() -> list[bool]:
+        return [await store.admit([window], day, t) == [] for t in times]
+
+    assert asyncio.run(run()) == admitted_by_model(times, window_ms, limit)

@@ -41,17 +41,40 @@ def frame_name(frame: str) -> str:
     return f"{func} ({path})"
 
 
+# Cost centres, first match wins, checked against the whole stack of each sample.
+CENTRES = [
+    ("failed `import sniffio` in httpcore (module search on every call)", ("httpcore/_synchronization.py", "_find_and_load")),
+    ("upstream HTTP client (httpx, httpcore, anyio)", ("httpx/", "httpcore/")),
+    ("velocity counters (redis client)", ("redis/",)),
+    ("audit entries (group commit, ORM, psycopg)", ("audit_app/",)),
+    ("decision stages (policies_app: intent, pin, risk, policy)", ("policies_app/",)),
+    ("other database work (ORM, psycopg)", ("django/db/", "psycopg/")),
+    ("sync-to-async thread hops (asgiref, executor)", ("asgiref/", "concurrent/futures")),
+    ("gateway proxy itself (parsing, door, relay)", ("gateway/",)),
+    ("ASGI server and routing (uvicorn/daphne, channels)", ("uvicorn/protocols", "daphne/", "twisted/", "channels/")),
+]
+
+
+def centre(stack: str) -> str:
+    for name, needles in CENTRES:
+        if all(n in stack for n in needles) if name.startswith("failed") else any(n in stack for n in needles):
+            return name
+    return "event loop and everything else"
+
+
 def report(collapsed: Path, top: int = 40) -> str:
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     modules: collections.Counter[str] = collections.Counter()
+    centres: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in collapsed.read_text().splitlines():
+    for line in collapsed.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         n = int(count)
         total += n
+        centres[centre(stack)] += n
         frames = [frame_name(f) for f in stack.split(";")[1:]]  # drop the thread frame
         for name in set(frames):
             inclusive[name] += n
@@ -65,7 +88,9 @@ def report(collapsed: Path, top: int = 40) -> str:
             if module not in seen:
                 modules[module] += n
                 seen.add(module)
-    lines = [f"{total} samples", "", "## inclusive (share of samples with the function on the stack)"]
+    lines = [f"{total} samples", "", "## cost centres (each sample counted once)"]
+    lines += [f"{100 * n / total:5.1f}%  {name}" for name, n in centres.most_common()]
+    lines += ["", "## inclusive (share of samples with the function on the stack)"]
     lines += [f"{100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
     lines += ["", "## self (the function itself was running)"]
     lines += [f"{100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
@@ -106,5 +131,12 @@ def main() -> int:
     return 0
 
 
+def summarize_only(path: str) -> None:
+    print(report(Path(path)))
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1:  # re-summarize a recorded profile
+        summarize_only(sys.argv[1])
+        sys.exit(0)
     sys.exit(main())

@@ -141,6 +141,7 @@ def generated_block(result: dict[str, Any], source: str) -> str:
     skipped = "\n".join(f"- {k}: {v.splitlines()[-1] if v else ''}" for k, v in result["skipped"].items()) or "- none"
     versions = "\n".join(f"- {k}: {v}" for k, v in result["versions"].items())
     idle = ", ".join(f"{k} {v} MiB" for k, v in result["idle_rss_mib"].items())
+    idle_cpu = ", ".join(f"{k} {v} %" for k, v in result.get("idle_cpu_pct", {}).items()) or "not measured in this run"
     return f"""{BEGIN}
 Run `{source}`: {result['date']}, {s['reps']} repetition(s) of {s['duration_s']} s measured after {s['warmup_s']} s warm-up per run,
 concurrency {', '.join(map(str, s['concurrency']))}{' (quick mode)' if s['quick'] else ''}; whole run {result['wall_s']} s.
@@ -160,6 +161,7 @@ concurrency {', '.join(map(str, s['concurrency']))}{' (quick mode)' if s['quick'
 {servers_table(result['summary'])}
 
 Idle RSS after start-up (largest process): {idle or '–'}.
+CPU with no traffic at all (share of one core, over 4 s; at low call rates it is part of "CPU ms/call"): {idle_cpu}.
 
 Not measured in this run:
 {skipped}

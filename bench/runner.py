@@ -50,6 +50,9 @@ ONLY = os.environ.get("BENCH_ONLY", "").split()  # restrict to these target name
 # The gateway runs from a clean export of this commit (not the working tree, which other work
 # in progress may have half-edited); BENCH_SOURCE=worktree measures the working tree instead.
 SOURCE = os.environ.get("BENCH_SOURCE", "HEAD")
+# An extra import path ahead of .venv: when set, a second uvicorn gateway ("intended-uvicorn-extra")
+# runs with it, interleaved with the others, to A/B a package without touching .venv.
+EXTRA_PATH = os.environ.get("BENCH_EXTRA_PYTHONPATH", "")
 
 
 def log(message: str) -> None:
@@ -117,6 +120,7 @@ class Bench:
     skipped: dict[str, str] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
     idle_rss: dict[str, float] = field(default_factory=dict)
+    idle_cpu_pct: dict[str, float] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
     source: Path = ROOT
     source_note: str = ""
@@ -158,7 +162,7 @@ class Bench:
         log(f"upstreams: {self.upstream_urls}")
 
     # ------------------------------------------------------------------ the gateway
-    def gateway_env(self) -> dict[str, str]:
+    def gateway_env(self, extra: bool = False) -> dict[str, str]:
         env = dict(os.environ)
         for key in ("VIRTUAL_ENV", "PYTHONHOME"):
             env.pop(key, None)
@@ -170,7 +174,7 @@ class Bench:
             SECRET_KEY="bench-only-secret-key-not-for-production-0123456789",
             ALLOWED_HOSTS="127.0.0.1,localhost",
             LOG_LEVEL="WARNING",
-            PYTHONPATH=str(self.source),
+            PYTHONPATH=os.pathsep.join(p for p in (str(self.source), EXTRA_PATH if extra else "") if p),
             PATH=f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}",
         )
         return env
@@ -204,7 +208,7 @@ class Bench:
     def start_gateway(self, name: str, argv_for_port: list[str], token: str) -> None:
         port = free_port()
         argv = [a.replace("{port}", str(port)) for a in argv_for_port]
-        proc = self.spawn(name, argv, env=self.gateway_env(), cwd=self.source)
+        proc = self.spawn(name, argv, env=self.gateway_env(extra=name.endswith("-extra")), cwd=self.source)
         try:
             wait_listening(port, proc, 60)
         except (RuntimeError, TimeoutError) as exc:
@@ -330,13 +334,19 @@ class Bench:
             log(f"skipped {label}: {reason}")
         self.targets = ok
 
-    def record_idle_rss(self) -> None:
+    def record_idle(self, seconds: float = 4.0) -> None:
+        """RSS after start-up, and the CPU a target burns with no traffic at all (pollers,
+        sealers, keep-alives): at low call rates that cost lands in "CPU ms per call"."""
         sys.path.insert(0, str(BENCH))
-        from loadgen import process_tree, rss_mib
+        from loadgen import cpu_seconds, process_tree, rss_mib
 
-        for target in self.targets:
-            if target.pid:
-                self.idle_rss[target.name] = round(max(rss_mib(p) for p in process_tree(target.pid)), 1)
+        watched = {t.name: t.pid for t in self.targets if t.pid}
+        before = {name: sum(cpu_seconds(p) for p in process_tree(pid)) for name, pid in watched.items()}
+        time.sleep(seconds)
+        for name, pid in watched.items():
+            pids = process_tree(pid)
+            self.idle_rss[name] = round(max(rss_mib(p) for p in pids), 1)
+            self.idle_cpu_pct[name] = round(100 * (sum(cpu_seconds(p) for p in pids) - before[name]) / seconds, 1)
 
     def measure(self) -> None:
         pair = 0
@@ -431,6 +441,8 @@ def main() -> int:
             "intended-daphne": [str(ROOT / ".venv" / "bin" / "daphne"), "-b", "127.0.0.1", "-p", "{port}", "-v", "0", "intended.asgi:application"],
             "intended-uvicorn-2proc": [*uvicorn, "--workers", "2"],
         }
+        if EXTRA_PATH:
+            gateways["intended-uvicorn-extra"] = uvicorn
         for name, argv in gateways.items():
             if not ONLY or name in ONLY:
                 bench.start_gateway(name, argv, token)
@@ -442,8 +454,8 @@ def main() -> int:
             bench.targets = [t for t in bench.targets if t.upstream == "raw"]
         bench.smoke()
         time.sleep(1)
-        bench.record_idle_rss()
-        log(f"targets: {[t.label for t in bench.targets]}; idle RSS MiB {bench.idle_rss}")
+        bench.record_idle()
+        log(f"targets: {[t.label for t in bench.targets]}; idle RSS MiB {bench.idle_rss}; idle CPU % {bench.idle_cpu_pct}")
         bench.measure()
     finally:
         bench.stop_all()
@@ -456,6 +468,7 @@ def main() -> int:
         "commands": bench.commands,
         "skipped": bench.skipped,
         "idle_rss_mib": bench.idle_rss,
+        "idle_cpu_pct": bench.idle_cpu_pct,
         "summary": summarize(bench.runs),
         "runs": bench.runs,
     }

@@ -559,9 +559,3 @@ def validate(text: str, *, environ: Mapping[str, str] | None = None) -> list[dic
 def _problem(error: str) -> dict[str, Any]:
     match = re.match(r"^line (\d+): (.*)$", error, re.DOTALL)
     return {"line": int(match.group(1)), "message": match.group(2)} if match else {"line": None, "message": error}
-
-
-def export_text() -> str:
-    from policies_app.actions import export_config
-
-    return export_config()

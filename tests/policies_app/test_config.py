@@ -112,3 +112,10 @@ def test_it_validates_a_json_policy_document_without_lines():
     with pytest.raises(ConfigError) as caught:
         config.validate_policy_document({"policies": [{"intent": "x.y", "decision": "nope"}]}, Known())
     assert caught.value.errors == ["policies[0].decision must be allow, deny or escalate, got 'nope'"]
+
+
+@pytest.mark.django_db
+def test_it_lists_problems_with_their_lines_for_the_editor():
+    assert config.validate("policies:\n  - {intent: x.y, decision: nope}\n") == [
+        {"line": 2, "message": "policies[0].decision must be allow, deny or escalate, got 'nope'"}]
+    assert config.validate("policies:\n  - {intent: x.y, decision: allow}\n") == []

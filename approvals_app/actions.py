@@ -11,7 +11,6 @@ most one call.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -229,13 +228,28 @@ def _on_commit_publish(approval_id: int, event: str) -> None:
     transaction.on_commit(lambda: publish(approval_id, event))
 
 
+_in_process_worker: Any = None
+
+
 def run_in_background(task: Any, *args: Any) -> None:
-    """Queue a Celery task; on the embedded default (eager tasks) run it on a thread instead, so a
-    slow webhook never holds up the gateway or a reviewer's request."""
-    if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
-        threading.Thread(target=_run_eager, args=(task, args), daemon=True).start()
-    else:
+    """Queue a Celery task; on the embedded default (eager tasks) hand it to one in-process
+    worker thread instead, so that a slow webhook never holds up the gateway or a reviewer,
+    and a burst of escalations does not become a burst of threads fighting for SQLite."""
+    global _in_process_worker
+    if not getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
         task.delay(*args)
+        return
+    if _in_process_worker is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _in_process_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="approvals-notify")
+    _in_process_worker.submit(_run_eager, task, args)
+
+
+def drain_in_process_worker(timeout: float = 10.0) -> None:
+    """Wait until the in-process worker has run everything queued so far (tests, shutdown)."""
+    if _in_process_worker is not None:
+        _in_process_worker.submit(lambda: None).result(timeout)
 
 
 def _run_eager(task: Any, args: tuple[Any, ...]) -> None:

@@ -30,6 +30,14 @@ def fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def notifications_finish_within_the_test():
+    from approvals_app.actions import drain_in_process_worker
+
+    yield
+    drain_in_process_worker()
+
+
 @pytest.fixture
 def people(db) -> dict[str, Any]:
     return {

@@ -112,8 +112,10 @@ async def test_it_uses_an_approval_granted_while_the_agent_was_away_once(people)
     assert third.decision == "deny"
 
 
-async def test_it_wakes_without_the_channel_layer_by_polling(people, settings):
-    settings.CHANNEL_LAYERS = {}
+async def test_it_wakes_without_the_channel_layer_by_polling(people, monkeypatch):
+    import channels.layers
+
+    monkeypatch.setattr(channels.layers, "get_channel_layer", lambda *args: None)
     ctx = call()
     held = asyncio.create_task(holds.hold(ctx, Beats()))
     approval = await pending_approval()

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit_app import chain, keys, signing
@@ -140,7 +140,7 @@ def encode_draft(draft: dict[str, Any]) -> dict[str, str]:
         raise AuditWriteError(f"unknown audit entry kind {draft.get('kind')!r}")
     try:
         members = chain.canonical_members(draft)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise AuditWriteError(f"audit entry is not encodable: {exc}") from exc
     return members
 
@@ -149,7 +149,8 @@ def _column(draft: dict[str, str], name: str, limit: int) -> str:
     encoded = draft.get(name)
     if encoded is None or not encoded.startswith('"'):
         return ""
-    return str(json.loads(encoded))[:limit]
+    # a query column only: PostgreSQL text cannot hold NUL (the canonical bytes keep it, escaped)
+    return str(json.loads(encoded)).replace("\x00", "\ufffd")[:limit]
 
 
 def append_entries(drafts: list[dict[str, str]]) -> list[AuditEntry]:
@@ -199,20 +200,28 @@ class _GroupCommit:
         try:
             while self.pending:
                 batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
-                try:
-                    await database_sync_to_async(append_entries)([draft for draft, _ in batch])
-                except Exception as exc:
-                    log.exception("audit append failed for %d entries", len(batch))
-                    error = AuditWriteError(f"audit trail unavailable: {exc}")
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                await self._write(batch)
         finally:
             self.writing = False
+
+    async def _write(self, batch: list[tuple[dict[str, str], asyncio.Future[None]]]) -> None:
+        try:
+            await database_sync_to_async(append_entries)([draft for draft, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1 and isinstance(exc, DataError):
+                # one entry the database refuses must not take its batch-mates down with it
+                for single in batch:
+                    await self._write([single])
+                return
+            log.exception("audit append failed")
+            error = AuditWriteError(f"audit trail unavailable: {exc}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
 
 
 _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = weakref.WeakKeyDictionary()

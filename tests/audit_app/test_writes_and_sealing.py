@@ -38,6 +38,20 @@ def test_it_commits_concurrent_decisions_in_batches_without_losing_one() -> None
     assert ChainHead.objects.get(pk=1).size == 300
 
 
+def test_it_records_hostile_names_without_failing_their_batch_mates() -> None:
+    hostile = call("support-agent", "echo\x00", "mcp.customer-ops.echo\x00", "deny", {"deep": [[[["x"]]]]})
+    plain = call(*SCENARIO[0])
+
+    async def together() -> None:
+        await asyncio.gather(actions.record_decision(hostile), actions.record_decision(plain))
+
+    async_to_sync(together)()
+    stored = AuditEntry.objects.get(call_id=hostile.call_id)
+    assert b"echo\\u0000" in bytes(stored.canonical)
+    assert AuditEntry.objects.filter(call_id=plain.call_id).exists()
+    assert queries.verify_stored_chain().size == 2
+
+
 def test_it_raises_when_the_decision_cannot_be_committed() -> None:
     ctx = call(*SCENARIO[0])
     with connection.cursor() as cursor:

@@ -70,11 +70,12 @@ def text_of(result: types.CallToolResult) -> str:
     return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
-async def connect(stack: Any, url: str, key: str) -> Client:
+async def connect(stack: Any, url: str, key: str, mode: str = "legacy") -> Client:
     http: httpx2.AsyncClient = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
     await stack.enter_async_context(http)
     transport = streamable_http_client(url, http_client=http)
-    return await stack.enter_async_context(Client(transport, mode="legacy", read_timeout_seconds=60))
+    client = Client(transport, mode=mode, read_timeout_seconds=60)  # type: ignore[arg-type]
+    return await stack.enter_async_context(client)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -139,8 +140,9 @@ def test_it_decides_the_seed_scenario_end_to_end(tmp_path):
     assert approval.status in ("expired", "denied")
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])  # auto speaks 2026-07-28 (stateless)
 @pytest.mark.django_db(transaction=True)
-def test_it_withholds_a_rug_pulled_tool_until_an_admin_approves_it(tmp_path):
+def test_it_withholds_a_rug_pulled_tool_until_an_admin_approves_it(tmp_path, mode):
     from asgiref.sync import sync_to_async
 
     from policies_app.actions import approve_tool
@@ -156,8 +158,9 @@ def test_it_withholds_a_rug_pulled_tool_until_an_admin_approves_it(tmp_path):
 
                 out: dict[str, Any] = {}
                 async with AsyncExitStack() as stack:
-                    support = await connect(stack, url, keys["support-agent"])
-                    lookup = await connect(stack, url, keys["lookup-agent"])
+                    support = await connect(stack, url, keys["support-agent"], mode)
+                    lookup = await connect(stack, url, keys["lookup-agent"], mode)
+                    out["protocol"] = support.protocol_version
                     out["before"] = sorted(t.name for t in (await support.list_tools()).tools)
                     out["read_before"] = await support.call_tool("get_customer", {"customer_id": 1})
                     async with httpx.AsyncClient() as http:
@@ -178,6 +181,7 @@ def test_it_withholds_a_rug_pulled_tool_until_an_admin_approves_it(tmp_path):
 
             out = anyio.run(scenario)
 
+    assert out["protocol"] == ("2025-11-25" if mode == "legacy" else "2026-07-28")
     assert out["before"] == ["get_customer", "process_refund", "send_email"]
     assert not out["read_before"].is_error
     assert out["after"] == ["process_refund", "send_email"]

@@ -27,6 +27,7 @@ from tests.support.processes import PEERS_DIR, ROOT, free_port, live_gateway, ru
 PEERS_SCRIPTS = ROOT / "tests" / "peers"
 NODE = PEERS_DIR / "node22" / "node_modules" / ".bin" / "node"
 EVERYTHING = PEERS_DIR / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+CONFORMANCE_SERVER = ROOT / "tests" / "peers" / "conformance_server.py"
 CONFORMANCE = PEERS_DIR / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 LOGS = ROOT / "var" / "test-logs"
 STEP = re.compile(r"^(PASS|FAIL|SKIP) (.+?)(?: \(\d+ ms\).*|:.*)?$")
@@ -107,7 +108,7 @@ UNKNOWN_TOOL = re.compile(r"-32602: Unknown tool: (\S+)")
 
 
 def lost_checks(direct: dict[str, dict[str, tuple[str, str]]], through: dict[str, dict[str, tuple[str, str]]],
-                server_tools: set[str]) -> dict[tuple[str, str], tuple[str, str] | None]:
+                server_tools: set[str] | None) -> dict[tuple[str, str], tuple[str, str] | None]:
     """Checks that pass directly but not through the gateway.
 
     Two server-everything passes are vacuous: it lacks the suite's fixture tools and answers a
@@ -123,7 +124,7 @@ def lost_checks(direct: dict[str, dict[str, tuple[str, str]]], through: dict[str
             if status != "SUCCESS" or (got and got[0] == "SUCCESS"):
                 continue
             missing = UNKNOWN_TOOL.search(got[1]) if got else None
-            if missing and missing.group(1) not in server_tools:
+            if missing and server_tools is not None and missing.group(1) not in server_tools:
                 continue
             lost[(scenario, check)] = got
     return lost
@@ -133,30 +134,40 @@ def regressions(direct: dict[str, str], through: dict[str, str]) -> dict[str, st
     return {step: through.get(step) for step, status in direct.items() if status == "PASS" and through.get(step) != "PASS"}
 
 
-def apply_config(path: Path, everything_url: str) -> None:
-    stdio = json.dumps([str(NODE), str(EVERYTHING), "stdio"])
-    path.write_text(
-        "servers:\n"
-        f"  - name: everything\n    url: {everything_url}\n"
-        f"  - name: everything-stdio\n    command: {stdio}\n"
-        "agents:\n"
-        "  - name: peer-agent\n"
-        "    tools: {everything: '*', everything-stdio: '*'}\n"
-        "policies:\n"
-        "  - {intent: '*', decision: allow, reason: peers may do anything}\n"
-    )
+def apply_config(path: Path, everything_url: str, fixtures_url: str) -> None:
+    servers = {
+        "everything": {"url": everything_url},
+        "everything-stdio": {"command": [str(NODE), str(EVERYTHING), "stdio"]},
+        "fixtures": {"url": fixtures_url},
+        "fixtures-stdio": {"command": [sys.executable, str(CONFORMANCE_SERVER), "--stdio"]},
+    }
+    path.write_text(json.dumps({  # JSON is YAML
+        "servers": [{"name": name} | spec for name, spec in servers.items()],
+        "agents": [{"name": "peer-agent", "tools": {name: "*" for name in servers}}],
+        "policies": [{"intent": "*", "decision": "allow", "reason": "peers may do anything"}],
+    }))
     call_command("apply", str(path), stdout=open(os.devnull, "w"))
 
 
 @pytest.fixture(scope="module")
-def gateway(django_db_setup, django_db_blocker, everything, tmp_path_factory) -> Iterator[tuple[str, str]]:
-    """One gateway for the module, in front of server-everything over HTTP (/mcp/everything)
-    and over stdio (/mcp/everything-stdio); yields its base URL and the agent's key."""
+def fixtures() -> Iterator[str]:
+    """The conformance suite's fixtures (tests/peers/conformance_server.py) over Streamable HTTP."""
+    port = free_port()
+    argv = [sys.executable, str(CONFORMANCE_SERVER), "--port", str(port)]
+    with running(argv, port, node_env(), LOGS / f"fixtures-{port}.log"):
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+@pytest.fixture(scope="module")
+def gateway(django_db_setup, django_db_blocker, everything, fixtures, tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """One gateway for the module, in front of server-everything and the conformance fixtures,
+    each over HTTP (/mcp/everything, /mcp/fixtures) and over stdio (/mcp/everything-stdio,
+    /mcp/fixtures-stdio); yields its base URL and the agent's key."""
     from gateway import actions
     from gateway.models import Agent
 
     with django_db_blocker.unblock():
-        apply_config(tmp_path_factory.mktemp("peers") / "peers.yaml", everything)
+        apply_config(tmp_path_factory.mktemp("peers") / "peers.yaml", everything, fixtures)
         _, key = actions.issue_key(acting_user="tests", agent=Agent.objects.get(name="peer-agent"))
         try:
             with live_gateway() as base:
@@ -166,20 +177,15 @@ def gateway(django_db_setup, django_db_blocker, everything, tmp_path_factory) ->
 
 
 @pytest.fixture(scope="module")
-def direct(everything) -> dict[str, object]:
-    """Every client and the conformance suite, run once directly against server-everything."""
-    out = LOGS / "conformance-direct"
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.iterdir():
-        if old.is_dir():
-            for f in old.iterdir():
-                f.unlink()
-            old.rmdir()
+def direct(everything, fixtures, tmp_path_factory) -> dict[str, object]:
+    """Every client and the conformance suite, run once directly against the servers."""
+    out = tmp_path_factory.mktemp("conformance-direct")
     return {
+        "fixtures-conformance": conformance(fixtures, out / "fixtures"),
         "ts": ts_client(everything, "ts-direct"),
         "py-legacy": py_client(everything, "legacy", "py-legacy-direct"),
         "py-auto": py_client(everything, "auto", "py-auto-direct"),
-        "conformance": conformance(everything, out),
+        "conformance": conformance(everything, out / "everything"),
         "tools": asyncio.run(tool_names(everything)),
     }
 
@@ -256,3 +262,15 @@ def test_it_serves_a_stdio_server_to_the_python_client_as_over_http(direct, gate
     url = f"{base}/mcp/everything-stdio"
     through = py_client(url, mode, f"py-{mode}-gateway-stdio", key)
     assert regressions(direct[f"py-{mode}"], through) == {}
+
+
+@pytest.mark.parametrize("server", ["fixtures", "fixtures-stdio"])
+def test_it_passes_the_conformance_fixtures_as_directly_over_http_and_stdio(direct, gateway, tmp_path, server):
+    """Against a server with the suite's fixtures, the checks exercise real sampling,
+    elicitation, progress, logging, resources, prompts and completion through the gateway."""
+    base, key = gateway
+    passed_directly = [(s, c) for s, checks in direct["fixtures-conformance"].items()
+                       for c, (status, _) in checks.items() if status == "SUCCESS"]
+    assert len(passed_directly) >= 25, direct["fixtures-conformance"]
+    through = conformance(f"{base}/mcp/{server}", tmp_path / server, key)
+    assert lost_checks(direct["fixtures-conformance"], through, None) == {}

@@ -124,3 +124,21 @@ async def test_it_holds_a_support_refund_until_a_support_lead_approves_it(demo, 
             refund = await client.call_tool("process_refund", {"customer_id": "cus_1002", "amount": 250, "reason": "double charge"})
         assert not refund.is_error, refund
         assert refund.structured_content["status"] == "succeeded"
+
+
+def test_it_serves_the_product_with_the_serve_command(transactional_db):
+    from tests.support.processes import child_env
+
+    port = free_port()
+    argv = [sys.executable, "manage.py", "serve", "--port", str(port)]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(UVICORN_LOG_LEVEL="warning"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_listening(port, proc, seconds=60)
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/admin/login/").status_code == 200
+        refused = httpx.post(f"{base}/mcp/customer-ops", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert refused.status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

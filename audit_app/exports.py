@@ -109,7 +109,7 @@ def ocsf_event(data: dict[str, Any]) -> dict[str, Any]:
         "unmapped": {k: v for k, v in data.items() if v is not None and k not in ("time", "seq", "leaf_hash")},
     }
     if data.get("client"):
-        event["src_endpoint"] = {"ip": str(data["client"]).rsplit(":", 1)[0]}
+        event["src_endpoint"] = {"ip": client_ip(str(data["client"]))}
     if decision:
         event["action_id"] = {"allow": 1, "deny": 2}.get(decision, 99)
         event["action"] = {"allow": "Allowed", "deny": "Denied"}.get(decision, "Escalated")
@@ -117,6 +117,15 @@ def ocsf_event(data: dict[str, Any]) -> dict[str, Any]:
     if outcome:
         event["duration"] = outcome.get("latency_ms")
     return event
+
+
+def client_ip(address: str) -> str:
+    """127.0.0.1:5000 → 127.0.0.1, [::1]:5000 → ::1, ::1 → ::1."""
+    if address.startswith("["):
+        return address[1:].split("]", 1)[0]
+    if address.count(":") == 1:
+        return address.split(":", 1)[0]
+    return address
 
 
 def ocsf(flt: EntryFilter) -> Iterator[str]:

@@ -189,3 +189,10 @@ def test_it_gives_the_dashboard_an_inclusion_proof(auditor: Client) -> None:
 
     chain.verify_inclusion(3, proof["tree_size"], bytes.fromhex(proof["leaf_hash"]),
                            [signing.unb64(p) for p in proof["inclusion"]], bytes.fromhex(proof["root_hash"]))
+
+
+def test_it_gives_ocsf_the_client_address_without_its_port() -> None:
+    from audit_app.exports import client_ip
+
+    assert [client_ip(a) for a in ("127.0.0.1:5000", "[::1]:5000", "::1", "10.0.0.1")] == [
+        "127.0.0.1", "::1", "::1", "10.0.0.1"]

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from django.db import connection
 
 from tests.adversarial.conftest import (
     LEGACY,
@@ -21,6 +22,7 @@ from tests.adversarial.conftest import (
     assert_nothing_unaudited,
     audit,
     call,
+    eventually,
     headers_for,
     post,
 )
@@ -134,6 +136,14 @@ def test_it_decides_arguments_nested_as_deep_as_json_allows(hostile_world: World
 
 # --- tool names ------------------------------------------------------------------------------
 
+# Found by this suite, owned by audit_app (group commit) and gateway/jsonrpc.py or door: on
+# PostgreSQL, text columns refuse NUL, so a tool name with a NUL byte fails the audit write of
+# the whole batch it was committed with: the caller gets "could not audit" instead of
+# "Unknown tool", and concurrent calls of other agents in the same batch are denied too.
+NUL_BREAKS_POSTGRES_AUDIT = pytest.mark.xfail(
+    condition=connection.vendor == "postgresql", strict=False,
+    reason="audit_app: a NUL byte in a text column fails the whole group commit on PostgreSQL")
+
 LOOKALIKES = [
     "Process_Refund",  # case
     "PROCESS_REFUND",
@@ -142,19 +152,44 @@ LOOKALIKES = [
     "process_refund\u200b",  # zero-width space
     "\u0440rocess_refund",  # Cyrillic er
     "process\u2010refund",  # hyphen look-alike
-    "process_refund\x00",  # NUL
+    pytest.param("process_refund\x00", marks=NUL_BREAKS_POSTGRES_AUDIT),  # NUL
     "process_refund\r\nX-Injected: 1",  # CRLF
     "ｐrocess_refund",  # fullwidth
     "process_refund/../echo",
 ]
 
 
-@pytest.mark.parametrize("name", LOOKALIKES, ids=[repr(n) for n in LOOKALIKES])
+@pytest.mark.parametrize("name", LOOKALIKES,
+                         ids=[repr(n.values[0] if hasattr(n, "values") else n) for n in LOOKALIKES])
 def test_it_treats_a_lookalike_tool_name_as_unknown(hostile_world: World, reads, name):
     before = calls_upstream(hostile_world)
     answer = post(hostile_world, call(4, name, amount=5), hostile_world.keys["alice"]).json()
     assert answer["error"] == {"code": -32602, "message": f"Unknown tool: {name}"}
     assert calls_upstream(hostile_world) == before
+
+
+@NUL_BREAKS_POSTGRES_AUDIT
+def test_it_keeps_one_agents_poisoned_calls_from_failing_anothers(hostile_world: World, reads):
+    """mallory floods tool names with NUL bytes while alice works: alice's calls are all decided."""
+    from gateway import actions
+
+    mallory = actions.save_agent(acting_user="tests", name="mallory", tool_scope={"bad": "*"})
+    mallory_key = actions.issue_key(acting_user="tests", agent=mallory)[1]
+
+    def alice(i: int) -> dict[str, Any]:
+        return post(hostile_world, call(i, "echo", text=f"work {i}"), hostile_world.keys["alice"]).json()
+
+    def poison(i: int) -> dict[str, Any]:
+        return post(hostile_world, call(i, "echo\x00", text=f"poison {i}"), mallory_key).json()
+
+    eventually(lambda: post(hostile_world, call(0, "echo", text="hello"), mallory_key).status_code == 200)
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        futures = [pool.submit(alice if i % 2 else poison, i) for i in range(120)]
+        answers = [f.result() for f in futures]
+    alices = answers[1::2]
+    assert [a for a in alices if "result" not in a or a["result"].get("isError")] == []
+    assert all(a["error"]["code"] == -32602 for a in answers[0::2])
+    assert_nothing_unaudited(hostile_world)
 
 
 def test_it_hides_a_tool_outside_the_scope_whatever_the_spelling(hostile_world: World, reads):

@@ -35,27 +35,43 @@ log = logging.getLogger("intended.approvals")
 Keepalive = Callable[[], Awaitable[None]]
 
 
-@database_sync_to_async
+def _off_the_request_thread(func):  # type: ignore[no-untyped-def]
+    """Held calls' queries run on the shared thread pool rather than the one thread the
+    gateway's other ORM calls share, except on SQLite, which wants its writers serialized."""
+    from django.db import connection
+
+    parallel = connection.vendor != "sqlite"
+    return database_sync_to_async(func, thread_sensitive=not parallel)
+
+
+def _db(func):  # type: ignore[no-untyped-def]
+    async def call(*args):  # type: ignore[no-untyped-def]
+        return await _off_the_request_thread(func)(*args)
+
+    return call
+
+
+@_db
 def _request(ctx: CallContext) -> tuple[Approval, str]:
     return actions.request_approval(ctx)
 
 
-@database_sync_to_async
+@_db
 def _read(approval_id: int) -> Approval:
     return Approval.objects.get(pk=approval_id)
 
 
-@database_sync_to_async
+@_db
 def _expire(approval_id: int) -> None:
     actions.expire(approval_id)
 
 
-@database_sync_to_async
+@_db
 def _consume(approval_id: int, call_id: str) -> bool:
     return actions.consume(approval_id, call_id=call_id)
 
 
-@database_sync_to_async
+@_db
 def _settled(approval_ids: list[int]) -> list[int]:
     """The watched approvals that are no longer pending, or whose time is up."""
     still_open = Approval.objects.filter(pk__in=approval_ids, status=PENDING, expires_at__gt=timezone.now())

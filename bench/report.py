@@ -75,7 +75,7 @@ def targets_table(summary: list[dict[str, Any]]) -> str:
     def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
         return a["calls_per_s"] / b["calls_per_s"] if a and b and b["calls_per_s"] else None
 
-    checks = [
+    checks: list[tuple[str, str, Any, Any, str]] = [
         ("gateway CPU per allowed call (worst of c=1, c=32)", "≤ 1 ms", cpu, cpu is not None and cpu <= 1.0 if cpu else None, "ms"),
         ("throughput vs direct, c=32, cheap upstream", "≥ 0.5×", g32 and g32["ratio_vs_direct"], g32 and g32["ratio_vs_direct"] >= 0.5, "×"),
         ("throughput vs ContextForge, c=32", "≥ 10×", ratio(g32, cf), (ratio(g32, cf) or 0) >= 10 if cf and g32 else None, "×"),
@@ -88,7 +88,7 @@ def targets_table(summary: list[dict[str, Any]]) -> str:
     lines = ["| target (issue 7) | goal | measured | verdict |", "|---|---|---|---|"]
     for name, goal, value, ok, unit in checks:
         shown = f"{value:.2f} {unit}" if isinstance(value, float) else "not measured"
-        lines.append(f"| {name} | {goal} | {shown} | {verdict(ok if value is not None else None)} |")
+        lines.append(f"| {name} | {goal} | {shown} | {verdict(bool(ok) if value is not None else None)} |")
     return "\n".join(lines)
 
 

@@ -196,13 +196,8 @@ class Bench:
         config = (BENCH / "gateway.yaml").read_text().format(sdk_url=self.upstream_urls["sdk"], raw_url=self.upstream_urls["raw"])
         path = WORK / "gateway.yaml"
         path.write_text(config)
-        if "apply" in self.manage("help", "--commands").split():
-            self.manage("apply", str(path))
-            self.commands["config"] = f"python manage.py apply {path}"
-        else:
-            log("manage.py apply does not exist yet: seeding through gateway.actions (bench/seed.py)")
-            subprocess.run([PROJECT_PY, str(BENCH / "seed.py"), str(path)], cwd=self.source, env=self.gateway_env(), check=True)
-            self.commands["config"] = f"python bench/seed.py {path}"
+        self.manage("apply", str(path))
+        self.commands["config"] = f"python manage.py apply {path}"
         return self.manage("issue_key", "bench-agent").strip().splitlines()[-1].strip()
 
     def start_gateway(self, name: str, argv_for_port: list[str], token: str) -> None:
@@ -381,8 +376,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             groups.setdefault(("direct", t["upstream"], t["concurrency"]), []).append((sides["direct"], sides["direct"]))
 
     def med(values: list[float | None]) -> float | None:
-        values = [v for v in values if v is not None]
-        return round(statistics.median(values), 3) if values else None
+        present = [v for v in values if v is not None]
+        return round(statistics.median(present), 3) if present else None
 
     rows = []
     for (name, upstream, concurrency), pairs in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0] != "direct", kv[0][0])):

@@ -203,3 +203,20 @@ def test_it_agrees_with_the_obvious_sliding_window_in_redis(times, window_ms, li
         return [await store.admit([window], day, t) == [] for t in times]
 
     assert asyncio.run(run()) == admitted_by_model(times, window_ms, limit)
+
+
+async def test_it_counts_todays_calls_for_the_risk_model():
+    from policies_app import packs
+
+    index = rules.compile({"policies": [{"intent": "*", "decision": "allow"}], "velocity_rules": []})
+    agent = SUPPORT.__class__(**{**SUPPORT.__dict__, "name": f"support-{uuid.uuid4().hex[:8]}"})
+    with override_settings(REDIS_URL=""):
+        factors = []
+        for n in range(10):
+            ctx = call(agent, "process_refund", {"amount": 5})
+            ctx.velocity = await velocity.read(index, ctx, now_ms=86_400_000 + n)
+            ctx.risk = packs.score_risk("saas-ops", ctx)
+            factors.append("many_refunds_today" in [f["name"] for f in ctx.risk.factors])
+            index.decide(ctx)
+            await velocity.enforce(index, ctx, now_ms=86_400_000 + n)
+    assert factors == [False] * 9 + [True]  # the 10th refund of the day

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -527,7 +528,7 @@ class ToolCallOutcome(MessageHook):
     async def finished(self, started: float) -> None:
         if not self.recorded:
             # The stream ended without the result (it may come on a resumed GET stream).
-            pending_calls[(self.ex.server.name, self.ex.session_id, _id_key(self.request_id))] = self.ctx
+            remember_pending((self.ex.server.name, self.ex.session_id, _id_key(self.request_id)), self.ctx)
 
     async def failed(self, status: str, started: float) -> None:
         if not self.recorded:
@@ -536,7 +537,14 @@ class ToolCallOutcome(MessageHook):
 
 
 # Allowed calls whose result did not come on their own stream: a resumed stream may carry it.
-pending_calls: dict[tuple[str, str | None, str], CallContext] = {}
+pending_calls: OrderedDict[tuple[str, str | None, str], CallContext] = OrderedDict()
+PENDING_CALLS_KEPT = 10_000
+
+
+def remember_pending(key: tuple[str, str | None, str], ctx: CallContext) -> None:
+    pending_calls[key] = ctx
+    while len(pending_calls) > PENDING_CALLS_KEPT:
+        pending_calls.popitem(last=False)
 
 
 def _id_key(request_id: Any) -> str:

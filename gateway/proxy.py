@@ -363,7 +363,7 @@ class GatewayApp:
             hook.started = started
         upstream = upstream_for(ex.server)
         try:
-            async with deadline(call_deadline):
+            async with asyncio.timeout(call_deadline or None):
                 answer = await upstream.request(ex.request.method, headers, ex.request.body)
                 try:
                     await self._bind_new_session(ex, answer)
@@ -410,22 +410,6 @@ def jsonrpc_status(code: int) -> int:
     """HTTP status of a gateway-made JSON-RPC error in the 2026-07-28 era (the SDK's table)."""
     return {jsonrpc.PARSE_ERROR: 400, jsonrpc.INVALID_REQUEST: 400, jsonrpc.INVALID_PARAMS: 400,
             jsonrpc.HEADER_MISMATCH: 400, jsonrpc.METHOD_NOT_FOUND: 404}.get(code, 200)
-
-
-class deadline:
-    """asyncio.timeout(seconds) that also accepts None."""
-
-    def __init__(self, seconds: float | None) -> None:
-        self._inner = asyncio.timeout(seconds) if seconds else None
-
-    async def __aenter__(self) -> None:
-        if self._inner is not None:
-            await self._inner.__aenter__()
-
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        if self._inner is not None:
-            return await self._inner.__aexit__(*exc)
-        return None
 
 
 # --- message hooks: the few places where the gateway looks into the answer ------------------

@@ -22,7 +22,7 @@ Session = Callable[[Client], Awaitable[Any]]
 
 
 def text_of(result: types.CallToolResult) -> str:
-    return " ".join(c.text for c in result.content if getattr(c, "type", None) == "text")
+    return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
 async def on_elicitation(ctx: Any, params: Any) -> types.ElicitResult:

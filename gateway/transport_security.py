@@ -124,3 +124,22 @@ async def refuse_plain_http(scope: dict[str, Any], send: Any) -> bool:
     )
     await send({"type": "http.response.body", "body": body})
     return True
+
+
+class RequireTLSForWebsockets:
+    """ASGI middleware for the websocket router: the same rule, answered by refusing the
+    handshake (the server turns a close before accept into HTTP 403)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and refusal_for(scope) is not None:
+            from gateway import metrics
+
+            metrics.refused("tls_required")
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await self.app(scope, receive, send)

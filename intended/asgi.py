@@ -17,6 +17,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.urls import re_path  # noqa: E402
 
 from gateway.proxy import GatewayApp  # noqa: E402
+from gateway.transport_security import RequireTLSForWebsockets  # noqa: E402
 from intended.routing import websocket_urlpatterns  # noqa: E402
 
 gateway = GatewayApp()
@@ -29,6 +30,8 @@ application = ProtocolTypeRouter(
                 re_path(r"", django_asgi),
             ]
         ),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": RequireTLSForWebsockets(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

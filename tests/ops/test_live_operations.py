@@ -132,3 +132,41 @@ def test_it_counts_real_calls_and_logs_each_with_its_call_id(live):
             line = by_call[decision["call_id"]]
             assert line["decision"] == decision["decision"]
             assert line["agent"] == "alice" and line["server"] == SERVER and line["level"] == "INFO"
+
+
+def session_cookie(username: str = "carol") -> str:
+    from django.test import Client
+
+    from gateway import actions
+
+    actions.create_user(acting_user="tests", username=username, roles=["support-lead"], password="pw-" * 5)
+    client = Client()
+    assert client.login(username=username, password="pw-" * 5)
+    return client.cookies["sessionid"].value
+
+
+def websocket_handshake(url: str, origin: str, cookie: str) -> int:
+    """The HTTP status of the websocket handshake (101 when accepted)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    try:
+        with connect(url, origin=origin, additional_headers={"Cookie": f"sessionid={cookie}"}, open_timeout=10):
+            return 101
+    except InvalidStatus as refused:
+        return refused.response.status_code
+
+
+@pytest.mark.skipif(ADDRESS is None, reason="this host has no address besides loopback")
+@pytest.mark.parametrize("live", [REMOTE_ENV], indirect=True)
+def test_it_guards_the_live_queue_websocket_by_origin_and_transport(live):
+    world, _ = live
+    port = world.base.rsplit(":", 1)[1]
+    cookie = session_cookie()
+    local = f"ws://127.0.0.1:{port}/ws/approvals/"
+    assert websocket_handshake(local, f"http://127.0.0.1:{port}", cookie) == 101
+    assert websocket_handshake(local, "http://evil.example", cookie) == 403
+    assert websocket_handshake(local, f"http://127.0.0.1.evil.example:{port}", cookie) == 403
+    # plain ws:// from another address carries the session cookie in clear: refused
+    remote = f"ws://{ADDRESS}:{port}/ws/approvals/"
+    assert websocket_handshake(remote, f"http://{ADDRESS}:{port}", cookie) == 403

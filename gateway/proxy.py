@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -416,7 +417,10 @@ def jsonrpc_status(code: int) -> int:
 
 
 class MessageHook:
-    """Sees each JSON-RPC message the upstream sends back; may replace it (bytes) or keep it."""
+    """Sees each JSON-RPC message the upstream sends back; may replace it (bytes) or keep it.
+
+    The upstream's messages are parsed with the fast json.loads: the duplicate-key check is
+    for what agents send (the gateway decides on it), not for answers it relays."""
 
     started: float = 0.0
 
@@ -440,7 +444,7 @@ class ToolsListFilter(MessageHook):
     async def on_message(self, payload: bytes) -> bytes | None:
         if b'"tools"' not in payload:
             return None
-        message = jsonrpc.loads_strict(payload)
+        message = json.loads(payload)
         if not isinstance(message, dict) or "method" in message:
             return None
         if self.request_id is not None and message.get("id") != self.request_id:
@@ -458,7 +462,7 @@ class TasksListFilter(MessageHook):
     async def on_message(self, payload: bytes) -> bytes | None:
         if b'"tasks"' not in payload:
             return None
-        message = jsonrpc.loads_strict(payload)
+        message = json.loads(payload)
         if not isinstance(message, dict) or "method" in message or message.get("id") != self.request_id:
             return None
         result = message.get("result")
@@ -497,7 +501,7 @@ class ToolCallOutcome(MessageHook):
     async def on_message(self, payload: bytes) -> bytes | None:
         if self.recorded or (b'"result"' not in payload and b'"error"' not in payload):
             return None
-        message = jsonrpc.loads_strict(payload)
+        message = json.loads(payload)
         if not isinstance(message, dict) or "method" in message or message.get("id") != self.request_id:
             return None
         self.recorded = True
@@ -545,7 +549,7 @@ class StreamHook(MessageHook):
     async def on_message(self, payload: bytes) -> bytes | None:
         if b'"result"' not in payload and b'"error"' not in payload:
             return None
-        message = jsonrpc.loads_strict(payload)
+        message = json.loads(payload)
         if not isinstance(message, dict) or "method" in message:
             return None
         ctx = pending_calls.pop((self.ex.server.name, self.ex.session_id, _id_key(message.get("id"))), None)

@@ -11,11 +11,12 @@ from tests.gateway.test_door import error_of, eventually, ping, post, untouched
 
 def test_it_refuses_revoked_and_expired_keys_and_disabled_agents(world: World) -> None:
     from gateway import actions
-    from gateway.models import Agent
+    from gateway.models import Agent, AgentKey
 
     key, rotated = actions.issue_key(acting_user="tests", agent=Agent.objects.get(name="alice"))
     eventually(lambda: post(world, ping(), rotated).status_code not in (401, 403))  # reached the upstream
     before = world.upstream.count()
+    eventually(lambda: AgentKey.objects.get(pk=key.pk).last_used_at is not None)  # written in the background
     actions.revoke_key(acting_user="tests", key=key)
     eventually(lambda: post(world, ping(), rotated).status_code == 401)
     response = post(world, ping(), rotated)

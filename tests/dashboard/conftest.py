@@ -58,3 +58,30 @@ def reviewer_client(reviewer) -> Client:
 @pytest.fixture
 def nobody_client(nobody) -> Client:
     return signed_in(nobody)
+
+
+def call_context(agent: str, tool: str, intent: str, decision: str, reason: str = ""):
+    """A decided call as the gateway records it (for seeding the audit trail)."""
+    from gateway.context import AgentView, CallContext, ServerView
+
+    ctx = CallContext(
+        agent=AgentView(id=0, name=agent, owner="", roles=frozenset(), tool_scope={}),
+        server=ServerView(id=0, name="customer-ops", url="", command=(), credential_header="", credential="",
+                          domain_pack="", tool_intents={}, new_tools="pin", timeout=30.0, connect_timeout=5.0),
+        tool=tool, arguments={}, args_sha256="0" * 64,
+    )
+    ctx.intent, ctx.decision, ctx.reason = intent, decision, reason
+    return ctx
+
+
+def record_call(agent: str, tool: str, intent: str, decision: str, reason: str = "",
+                latency: float | None = 12.5) -> None:
+    """Writes the call's decision entry and, unless denied, its outcome, as the gateway does
+    (the same fields and encoding; synchronously, inside the test's transaction)."""
+    from audit_app.actions import append_entries, decision_fields, encode_draft, outcome_fields
+
+    ctx = call_context(agent, tool, intent, decision, reason)
+    drafts = [decision_fields(ctx)]
+    if decision != "deny" and latency is not None:
+        drafts.append(outcome_fields(ctx, {"status": "ok", "latency_ms": latency}))
+    append_entries([encode_draft(d) for d in drafts])

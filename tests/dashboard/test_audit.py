@@ -5,23 +5,16 @@ import re
 
 import pytest
 
-from audit_app.actions import append_entries, seal
-
-
-def call(agent: str, tool: str, intent: str, decision: str, reason: str = "", latency: float = 12.5) -> None:
-    call_id = f"{agent}-{tool}-{decision}"
-    common = {"call_id": call_id, "agent": agent, "server": "customer-ops", "tool": tool, "intent": intent}
-    append_entries([
-        {"kind": "decision", **common, "decision": decision, "reason": reason, "rules": [], "risk": {"score": 10, "factors": []}},
-        {"kind": "outcome", **common, "outcome": {"status": "ok", "latency_ms": latency}},
-    ])
+from audit_app.actions import seal
+from tests.dashboard.conftest import record_call
 
 
 @pytest.fixture
 def trail(db):
-    call("support-agent", "process_refund", "financial.refund.process", "escalate", "Refunds need a lead")
-    call("lookup-agent", "process_refund", "financial.refund.process", "deny", "Only support agents can process refunds")
-    call("support-agent", "get_customer", "data.customer.read", "allow", latency=40.0)
+    record_call("support-agent", "process_refund", "financial.refund.process", "escalate", "Refunds need a lead")
+    record_call("lookup-agent", "process_refund", "financial.refund.process", "deny",
+                "Only support agents can process refunds")
+    record_call("support-agent", "get_customer", "data.customer.read", "allow", latency=40.0)
 
 
 def seqs(response) -> list[int]:
@@ -63,7 +56,7 @@ def test_it_exports_json_lines_of_the_filtered_entries(auditor_client, trail):
     assert response["Content-Disposition"] == 'attachment; filename="intended-audit.jsonl"'
     lines = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
     assert [(e["agent"], e["kind"], e["reason"]) for e in lines] == [
-        ("lookup-agent", "decision", "Only support agents can process refunds"), ("lookup-agent", "outcome", None)]
+        ("lookup-agent", "decision", "Only support agents can process refunds")]
 
 
 def test_it_exports_a_signed_bundle_after_sealing(auditor_client, trail):
@@ -102,6 +95,5 @@ def test_it_shows_calls_latency_and_top_agents_on_the_overview(auditor_client, t
     page = auditor_client.get("/")
     assert b"<p class=\"stat\">3 <small>" in page.content
     assert b"support-agent" in page.content
-    assert b"40.0 <small>ms" not in page.content  # the median of 12.5, 12.5, 40 is 12.5
-    assert b"12.5 <small>ms median" in page.content
+    assert b"12.5 <small>ms median" in page.content  # of 12.5 and 40
     assert b"chain-h" in page.content

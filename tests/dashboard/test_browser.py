@@ -18,7 +18,7 @@ import pytest
 from django.utils import timezone
 
 from gateway import actions
-from tests.dashboard.conftest import PASSWORD
+from tests.dashboard.conftest import PASSWORD, record_call
 from tests.support.processes import ROOT, free_port, live_gateway, running
 
 pytestmark = [pytest.mark.browser]
@@ -148,18 +148,9 @@ def test_it_shows_a_policy_error_at_its_line_and_simulates_the_fixed_policy(tran
 
 
 def refund_calls() -> None:
-    from audit_app.actions import append_entries
-
-    def call(agent: str, tool: str, intent: str, decision: str) -> dict:
-        return {"kind": "decision", "call_id": f"{agent}-{tool}", "agent": agent, "server": "customer-ops",
-                "tool": tool, "intent": intent, "decision": decision, "reason": "", "rules": [],
-                "risk": {"score": 0, "factors": []}}
-
-    append_entries([
-        call("support-agent", "process_refund", "financial.refund.process", "escalate"),
-        call("lookup-agent", "process_refund", "financial.refund.process", "deny"),
-        call("support-agent", "get_customer", "data.customer.read", "allow"),
-    ])
+    record_call("support-agent", "process_refund", "financial.refund.process", "escalate")
+    record_call("lookup-agent", "process_refund", "financial.refund.process", "deny")
+    record_call("support-agent", "get_customer", "data.customer.read", "allow")
 
 
 def test_it_lets_an_auditor_filter_export_and_verify_a_bundle(transactional_db, tmp_path):
@@ -175,15 +166,15 @@ def test_it_lets_an_auditor_filter_export_and_verify_a_bundle(transactional_db, 
         page.get_by_label("Intent").fill("financial.refund.*")
         page.get_by_role("button", name="Search").click()
         rows = page.get_by_test_id("audit-results").locator("tbody tr")
-        assert rows.count() == 1
-        assert "process_refund" in rows.first.inner_text()
+        assert rows.count() == 2  # the refund's decision and its outcome
+        assert all("support-agent" in row and "process_refund" in row for row in rows.all_inner_texts())
 
         with page.expect_download() as download:
             page.get_by_test_id("export-bundle").click()
         bundle = tmp_path / "bundle.json"
         download.value.save_as(bundle)
         manifest = json.loads(bundle.read_text())["manifest"]
-        assert (manifest["count"], manifest["filters"]["agent"]) == (1, "support-agent")
+        assert (manifest["count"], manifest["filters"]["agent"]) == (2, "support-agent")
 
         trusted = tmp_path / "audit-keys.json"
         trusted.write_text(httpx.get(base + "/.well-known/intended/audit-keys.json").text)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from audit_app.actions import append_entries, record_admin
+from audit_app.actions import record_admin, record_decision
 from dashboard.tail import AuditTailConsumer
 from gateway import actions
+from tests.dashboard.conftest import call_context
 
 
 def communicator(user) -> WebsocketCommunicator:
@@ -21,10 +22,8 @@ async def test_it_pushes_new_entries_to_an_auditor(transactional_db):
     comm = communicator(ann)
     connected, _ = await comm.connect()
     assert connected
-    await database_sync_to_async(append_entries)([{
-        "kind": "decision", "call_id": "c1", "agent": "lookup-agent", "server": "customer-ops",
-        "tool": "process_refund", "intent": "financial.refund.process", "decision": "deny",
-        "reason": "Only support agents can process refunds"}])
+    await record_decision(call_context("lookup-agent", "process_refund", "financial.refund.process", "deny",
+                                       "Only support agents can process refunds"))
     message = await comm.receive_json_from(timeout=10)
     assert (message["kind"], message["agent"], message["decision"], message["reason"]) == (
         "decision", "lookup-agent", "deny", "Only support agents can process refunds")

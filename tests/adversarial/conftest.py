@@ -69,9 +69,9 @@ def headers_for(key: str | None, **extra: str) -> dict[str, str]:
 
 
 def post(world: World, body: bytes | dict[str, Any], key: str | None, timeout: float = 30,
-         **extra: str) -> httpx.Response:
+         headers: dict[str, str] | None = None) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(world.url, content=content, headers=headers_for(key, **extra), timeout=timeout)
+    return httpx.post(world.url, content=content, headers=headers_for(key, **(headers or {})), timeout=timeout)
 
 
 def call(request_id: Any, tool: str, **arguments: Any) -> dict[str, Any]:

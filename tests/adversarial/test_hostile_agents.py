@@ -116,8 +116,7 @@ BODIES = [
 ]
 
 
-@pytest.mark.parametrize("name,body,code", BODIES,
-                         ids=[b.values[0] if hasattr(b, "values") else b[0] for b in BODIES])
+@pytest.mark.parametrize("name,body,code", BODIES, ids=[str(getattr(b, "values", b)[0]) for b in BODIES])
 def test_it_answers_hostile_json_precisely_and_forwards_nothing(hostile_world: World, reads, name, body, code):
     before = calls_upstream(hostile_world)
     response = post(hostile_world, body, hostile_world.keys["alice"])
@@ -159,8 +158,7 @@ LOOKALIKES = [
 ]
 
 
-@pytest.mark.parametrize("name", LOOKALIKES,
-                         ids=[repr(n.values[0] if hasattr(n, "values") else n) for n in LOOKALIKES])
+@pytest.mark.parametrize("name", LOOKALIKES, ids=[repr(getattr(n, "values", [n])[0]) for n in LOOKALIKES])
 def test_it_treats_a_lookalike_tool_name_as_unknown(hostile_world: World, reads, name):
     before = calls_upstream(hostile_world)
     answer = post(hostile_world, call(4, name, amount=5), hostile_world.keys["alice"]).json()
@@ -245,14 +243,14 @@ def test_it_refuses_guessed_session_ids(hostile_world: World, reads):
     before = len(hostile_world.upstream.requests())
     for guess in [secrets.token_hex(16), "1", "../../admin", "' OR 1=1 --", "a" * 4000]:
         response = post(hostile_world, call(9, "echo", text="x"), hostile_world.keys["alice"],
-                        **{"mcp-session-id": guess})
+                        headers={"mcp-session-id": guess})
         assert response.status_code in (400, 404), (guess, response.status_code)
     assert len(hostile_world.upstream.requests()) == before
 
 
 def test_it_forwards_no_spoofed_forwarding_or_auth_header(hostile_world: World, reads):
     post(hostile_world, call(10, "echo", text="spoof"), hostile_world.keys["alice"],
-         **{"x-forwarded-for": "10.0.0.1", "forwarded": "for=10.0.0.1", "x-real-ip": "10.0.0.1"})
+         headers={"x-forwarded-for": "10.0.0.1", "forwarded": "for=10.0.0.1", "x-real-ip": "10.0.0.1"})
     last = hostile_world.upstream.tool_calls()[-1]
     assert last["x_forwarded_for"] is None
     assert last["authorization"] == "Bearer upstream-token-never-shown-to-agents"

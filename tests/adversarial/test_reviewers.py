@@ -83,7 +83,12 @@ def test_it_shows_hostile_arguments_as_text_and_refuses_forged_decisions(escalat
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
         page = browser.new_page()
         dialogs: list[str] = []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+        def on_dialog(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
         page.goto(world.base + "/login/")
         page.fill("input[name=username]", "carol")
         page.fill("input[name=password]", PASSWORD)

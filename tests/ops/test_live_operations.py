@@ -149,9 +149,10 @@ def websocket_handshake(url: str, origin: str, cookie: str) -> int:
     """The HTTP status of the websocket handshake (101 when accepted)."""
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
+    from websockets.typing import Origin
 
     try:
-        with connect(url, origin=origin, additional_headers={"Cookie": f"sessionid={cookie}"}, open_timeout=10):
+        with connect(url, origin=Origin(origin), additional_headers={"Cookie": f"sessionid={cookie}"}, open_timeout=10):
             return 101
     except InvalidStatus as refused:
         return refused.response.status_code

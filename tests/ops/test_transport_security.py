@@ -43,7 +43,7 @@ def test_it_reads_the_asgi_scope(settings):
     settings.INTENDED_REQUIRE_TLS = True
     settings.INTENDED_BEHIND_TLS_PROXY = False
     remote = {"type": "http", "scheme": "http", "client": ("198.51.100.7", 5555), "headers": []}
-    assert "TLS required" in refusal_for(remote)
+    assert (refusal_for(remote) or "").startswith("TLS required")
     assert refusal_for(remote | {"scheme": "https"}) is None
     assert refusal_for(remote | {"client": ("127.0.0.1", 5555)}) is None
     settings.INTENDED_BEHIND_TLS_PROXY = True

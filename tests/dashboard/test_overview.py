@@ -19,13 +19,13 @@ def test_it_shows_a_reviewer_the_approvals_waiting_for_them(reviewer_client):
     pending_refund(["role:support-lead"])
     page = reviewer_client.get("/")
     assert b'<span class="badge" aria-label="1 pending">1</span>' in page.content
-    assert b'<h2 id="pend-h">Pending approvals</h2>\n    <p class="stat">1</p>' in page.content
+    assert b'<h2 id="pend-h">Pending approvals</h2>\n    <p class="stat">1 <small>for your decision</small></p>' in page.content
 
 
 def test_it_does_not_count_approvals_for_another_role(db):
     pending_refund(["role:finance-lead"])
     page = signed_in(persona("carol", ["support-lead"])).get("/")
-    assert b'<p class="stat">0</p>' in page.content
+    assert b"<p class=\"stat\">0 <small>for your decision" in page.content
     assert b'class="badge"' not in page.content
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,6 +61,34 @@ def agent_calls(url: str, keys: dict[str, str]) -> None:
         pool.submit(anyio.run, run).result(timeout=120)
 
 
+def escalated_refund(url: str, key: str):
+    """A support agent's refund, held for a support lead: runs until someone decides it."""
+    import anyio
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    async def run() -> None:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            await client.call_tool("process_refund", {"customer_id": "cus_1002", "amount": 250, "reason": "damaged"})
+
+    pool = ThreadPoolExecutor(1)
+    return pool, pool.submit(anyio.run, run)
+
+
+def wait_for_pending_approval() -> int:
+    from approvals_app.models import PENDING, Approval
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        approval = Approval.objects.filter(status=PENDING).first()
+        if approval is not None:
+            return approval.pk
+        time.sleep(0.1)
+    raise AssertionError("the refund was not escalated")
+
+
 def hold_a_changed_tool() -> None:
     from policies_app.models import ToolPin
     from policies_app.pinning import record_catalog
@@ -84,13 +113,22 @@ def test_it_renders_every_page(transactional_db, tmp_path):
                 for a in Agent.objects.all()}
         agent_calls(f"{base}/mcp/customer-ops", keys)
         hold_a_changed_tool()
+        pool, held_call = escalated_refund(f"{base}/mcp/customer-ops", keys["support-agent"])
+        approval = wait_for_pending_approval()
         seal()
         refund = AuditEntry.objects.filter(kind="decision", tool="process_refund").first()
         with browser() as chromium:
-            pages(chromium, base, out, refund.seq)
+            pages(chromium, base, out, refund.seq, approval)
+        from django.contrib.auth.models import User
+
+        from approvals_app.actions import decide
+
+        decide(approval, acting_user=User.objects.get(username="carol"), approve=True, comment="Damaged parcel")
+        held_call.result(timeout=60)
+        pool.shutdown()
 
 
-def pages(chromium, base: str, out: Path, refund_seq: int) -> None:
+def pages(chromium, base: str, out: Path, refund_seq: int, approval: int) -> None:
     page = chromium.new_page(viewport=LAPTOP)
 
     def shoot(name: str, path: str | None = None) -> None:
@@ -128,6 +166,7 @@ def pages(chromium, base: str, out: Path, refund_seq: int) -> None:
     page.get_by_test_id("decision").wait_for()
     shoot("simulator")
     shoot("approvals", "/approvals/")
+    shoot("approval", f"/approvals/{approval}/")
 
     page.context.clear_cookies()
     sign_in(page, base, "ann")

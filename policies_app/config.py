@@ -79,6 +79,10 @@ def parse_yaml(text: str) -> tuple[Any, dict[Path, int]]:
     """Plain data plus the line of every path; duplicate keys are errors."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids: it carries a position, not a mark
+        line = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        raise ConfigError([f"line {line}: not valid YAML: the character U+{code:04X} is not allowed"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

@@ -85,6 +85,7 @@ def test_it_names_the_line_of_each_policy_error(body, expected):
         ("policy:\n  - intent: x\n", "line 1: policy is not a known key"),
         ("servers:\n  - name: s1\n    url: http://h/mcp\n    url: http://other/mcp\n", "line 4: servers[0].url is given twice"),
         ("servers: [\n", "line 2: not valid YAML"),
+        ("policies: []\n# \x07\n", "line 2: not valid YAML: the character U+0007 is not allowed"),
         ("", "the file is empty"),
     ],
 )

@@ -110,7 +110,12 @@ def parse_yaml(text: str) -> tuple[Any, dict[Path, int]]:
             return [convert(item, path + (i,)) for i, item in enumerate(n.value)]
         return constructor.construct_object(n, deep=True)
 
-    data = convert(node, ()) if node is not None else None
+    try:
+        data = convert(node, ()) if node is not None else None
+    except yaml.YAMLError as exc:  # a tag the safe loader cannot construct (!!python/object:...)
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError([f"{where}not valid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
     if errors:
         raise ConfigError(errors)
     return data, lines

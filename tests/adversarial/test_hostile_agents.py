@@ -135,13 +135,14 @@ def test_it_decides_arguments_nested_as_deep_as_json_allows(hostile_world: World
 
 # --- tool names ------------------------------------------------------------------------------
 
-# Found by this suite, owned by audit_app (group commit) and gateway/jsonrpc.py or door: on
-# PostgreSQL, text columns refuse NUL, so a tool name with a NUL byte fails the audit write of
-# the whole batch it was committed with: the caller gets "could not audit" instead of
-# "Unknown tool", and concurrent calls of other agents in the same batch are denied too.
-NUL_BREAKS_POSTGRES_AUDIT = pytest.mark.xfail(
+# Found by this suite: on PostgreSQL, text refuses NUL bytes. The audit trail now stores such
+# entries (audit_app retries a refused batch entry by entry, so other agents' calls in the
+# batch are not denied), but the pin lookup for a tool name with a NUL byte
+# (policies_app/pinning.py::_pin_from_db) raises DataError, so the call is denied as "could not
+# decide" instead of answered "Unknown tool" (-32602) like on SQLite. Nothing is forwarded.
+NUL_BREAKS_POSTGRES_LOOKUP = pytest.mark.xfail(
     condition=connection.vendor == "postgresql", strict=False,
-    reason="audit_app: a NUL byte in a text column fails the whole group commit on PostgreSQL")
+    reason="policies_app/pinning.py: a pin lookup with a NUL byte raises DataError on PostgreSQL")
 
 LOOKALIKES = [
     "Process_Refund",  # case
@@ -151,7 +152,7 @@ LOOKALIKES = [
     "process_refund\u200b",  # zero-width space
     "\u0440rocess_refund",  # Cyrillic er
     "process\u2010refund",  # hyphen look-alike
-    pytest.param("process_refund\x00", marks=NUL_BREAKS_POSTGRES_AUDIT),  # NUL
+    pytest.param("process_refund\x00", marks=NUL_BREAKS_POSTGRES_LOOKUP),  # NUL
     "process_refund\r\nX-Injected: 1",  # CRLF
     "ｐrocess_refund",  # fullwidth
     "process_refund/../echo",
@@ -166,7 +167,7 @@ def test_it_treats_a_lookalike_tool_name_as_unknown(hostile_world: World, reads,
     assert calls_upstream(hostile_world) == before
 
 
-@NUL_BREAKS_POSTGRES_AUDIT
+@NUL_BREAKS_POSTGRES_LOOKUP
 def test_it_keeps_one_agents_poisoned_calls_from_failing_anothers(hostile_world: World, reads):
     """mallory floods tool names with NUL bytes while alice works: alice's calls are all decided."""
     from gateway import actions

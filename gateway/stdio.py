@@ -597,10 +597,10 @@ class StdioUpstream:
         *,
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
-        max_sessions: int = 64,
+        max_sessions: int = 32,
         max_modern_children: int = 4,
         keep_idle_children: int = 1,
-        session_idle_seconds: float = 1800.0,
+        session_idle_seconds: float = 900.0,
     ) -> None:
         """`server` is a gateway.context.ServerView (its command, credential and timeout), or
         the argv to spawn."""
@@ -681,8 +681,7 @@ class StdioUpstream:
         return json_response(200, answer.raw, extra)
 
     async def _make_room(self) -> None:
-        if len(self.sessions) < self.max_sessions:
-            return
+        """Reap idle sessions (many clients never DELETE theirs), then check the cap."""
         now = time.monotonic()
         for session in list(self.sessions.values()):
             if not session.busy and now - session.last_used > self.session_idle_seconds:

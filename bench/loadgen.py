@@ -302,7 +302,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 except (httpx.HTTPError, OSError) as exc:
                     error = (type(exc).__name__, str(exc))
                 finished = time.perf_counter()
-                if started >= warm_end and finished <= end:
+                # completions inside the window, whenever they started: a slow target's
+                # calls in flight at either edge are not lost
+                if warm_end <= finished <= end:
                     if error is None:
                         tally.latencies.append(finished - started)
                     else:

@@ -302,10 +302,21 @@ def request_approval(ctx: CallContext) -> tuple[Approval, str]:
     )
     if granted is not None and _consume_locked(granted, ctx.call_id):
         return granted, "reused"
-    pending = _same_call(ctx).filter(status=PENDING, expires_at__gt=now).order_by("id").first()
-    if pending is not None:
-        _audit(pending, "attached", actor=ctx.agent.name, attached_call_id=ctx.call_id)
-        return pending, "attached"
+    pending = _same_call(ctx).filter(status=PENDING).order_by("id").first()
+    if pending is not None and pending.expires_at <= now:
+        _expire_locked(pending.pk, now)
+        pending = None
+    if pending is None:
+        try:
+            with transaction.atomic():
+                return _create(ctx, terms, now), "created"
+        except IntegrityError:  # an identical call on another thread or process was first
+            pending = _same_call(ctx).get(status=PENDING)
+    _audit(pending, "attached", actor=ctx.agent.name, attached_call_id=ctx.call_id)
+    return pending, "attached"
+
+
+def _create(ctx: CallContext, terms: dict[str, Any], now) -> Approval:
     approval = Approval.objects.create(
         call_id=ctx.call_id, agent=ctx.agent.name, agent_owner=ctx.agent.owner,
         requester=str(getattr(ctx, "requester", "") or ""), session_id=ctx.session_id or "",
@@ -320,7 +331,7 @@ def request_approval(ctx: CallContext) -> tuple[Approval, str]:
            args_sha256=approval.args_sha256, risk=approval.risk, rules=approval.rules)
     _on_commit_publish(approval.pk, "requested")
     transaction.on_commit(lambda: notify_requested(approval.pk))
-    return approval, "created"
+    return approval
 
 
 def notify_requested(approval_id: int) -> None:

@@ -141,7 +141,9 @@ class Watch:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if "Timeout" in type(exc).__name__:  # an idle blocking pop timed out: listen again
+                    continue
                 log.warning("approval wake-up failed; polling the database", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue

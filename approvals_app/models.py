@@ -59,6 +59,13 @@ class Approval(models.Model):
             models.Index(fields=["status", "expires_at"]),
             models.Index(fields=["agent", "server", "tool", "args_sha256"]),
         ]
+        constraints = [
+            # Identical calls held at once share one pending approval, whichever process asks.
+            models.UniqueConstraint(
+                fields=["agent", "server", "tool", "args_sha256", "tool_hash", "policy_version"],
+                condition=models.Q(status=PENDING), name="one_pending_approval_per_call",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"approval {self.pk} {self.agent} {self.server}/{self.tool} {self.status}"

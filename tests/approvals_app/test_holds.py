@@ -35,6 +35,11 @@ async def decide(approval_id: int, user, approve: bool, comment: str = "") -> No
         approval_id, acting_user=user, approve=approve, comment=comment)
 
 
+async def until(check) -> None:
+    while not check():
+        await asyncio.sleep(0.02)
+
+
 class Beats:
     def __init__(self) -> None:
         self.count = 0
@@ -47,7 +52,7 @@ async def test_it_releases_the_call_when_a_reviewer_approves(people):
     ctx, beats = call(), Beats()
     held = asyncio.create_task(holds.hold(ctx, beats))
     approval = await pending_approval()
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(until(lambda: beats.count >= 1), 10)  # the call is being held
     await decide(approval.pk, people["carol"], True, "Refund ok")
     await asyncio.wait_for(held, 10)
     assert ctx.decision == "allow"
@@ -76,16 +81,17 @@ async def test_it_denies_when_the_approval_expires(people):
 
 
 async def test_it_leaves_the_approval_pending_when_the_agent_goes_away_and_reattaches_the_retry(people):
-    ctx = call()
-    held = asyncio.create_task(holds.hold(ctx, Beats()))
+    ctx, beats = call(), Beats()
+    held = asyncio.create_task(holds.hold(ctx, beats))
     approval = await pending_approval()
+    await asyncio.wait_for(until(lambda: beats.count >= 1), 10)
     held.cancel()
     with pytest.raises(asyncio.CancelledError):
         await held
     assert await sync_to_async(lambda: Approval.objects.get(pk=approval.pk).status)() == "pending"
-    retry = call()
-    again = asyncio.create_task(holds.hold(retry, Beats()))
-    await asyncio.sleep(0.3)
+    retry, beats = call(), Beats()
+    again = asyncio.create_task(holds.hold(retry, beats))
+    await asyncio.wait_for(until(lambda: beats.count >= 1), 10)
     await decide(approval.pk, people["dave"], True)
     await asyncio.wait_for(again, 10)
     assert retry.decision == "allow"
@@ -93,9 +99,10 @@ async def test_it_leaves_the_approval_pending_when_the_agent_goes_away_and_reatt
 
 
 async def test_it_uses_an_approval_granted_while_the_agent_was_away_once(people):
-    ctx = call()
-    held = asyncio.create_task(holds.hold(ctx, Beats()))
+    ctx, beats = call(), Beats()
+    held = asyncio.create_task(holds.hold(ctx, beats))
     approval = await pending_approval()
+    await asyncio.wait_for(until(lambda: beats.count >= 1), 10)
     held.cancel()
     with pytest.raises(asyncio.CancelledError):
         await held
@@ -125,18 +132,17 @@ async def test_it_wakes_without_the_channel_layer_by_polling(people, monkeypatch
 
 
 async def test_it_releases_only_one_of_two_identical_held_calls_per_approval(people):
-    first, second = call(), call()
-    a = asyncio.create_task(holds.hold(first, Beats()))
-    b = asyncio.create_task(holds.hold(second, Beats()))
-    await asyncio.sleep(0.3)
+    first, second, beats_a, beats_b = call(), call(), Beats(), Beats()
+    a = asyncio.create_task(holds.hold(first, beats_a))
+    b = asyncio.create_task(holds.hold(second, beats_b))
+    await asyncio.wait_for(until(lambda: beats_a.count >= 1 and beats_b.count >= 1), 10)
     approval = await pending_approval()
     assert await sync_to_async(Approval.objects.count)() == 1
     await decide(approval.pk, people["carol"], True)
     done, waiting = await asyncio.wait({a, b}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
     assert len(done) == 1
-    await asyncio.sleep(0.5)
-    assert not waiting.pop().done()  # the other asks anew
-    assert await sync_to_async(Approval.objects.filter(status="pending").count)() == 1
+    fresh = await asyncio.wait_for(pending_approval(), 10)  # the other asks anew
+    assert fresh.pk != approval.pk and not waiting.pop().done()
     await sync_to_async(Approval.objects.filter(status="pending").update)(expires_at=timezone.now() - timedelta(seconds=1))
     await asyncio.wait_for(asyncio.gather(a, b), 10)
     assert sorted([first.decision, second.decision]) == ["allow", "deny"]

@@ -125,3 +125,11 @@ def test_it_counts_a_quorum_right_when_reviewers_vote_at_once(people):
         assert len(late) == 1 and isinstance(late[0], actions.AlreadyDecided)
         assert final.votes.count() == 2
         assert [e["event"] for e in approval_entries(approval.pk)].count("approved") == 1
+
+
+def test_it_gives_identical_calls_held_at_once_one_approval(people):
+    for n in range(ROUNDS):
+        results = at_once(lambda n=n: actions.request_approval(call(arguments={"amount": n}))[1],
+                          lambda n=n: actions.request_approval(call(arguments={"amount": n}))[1])
+        assert sorted(results) == ["attached", "created"], results
+        assert Approval.objects.filter(arguments={"amount": n}).count() == 1

@@ -153,8 +153,17 @@ def _column(draft: dict[str, str], name: str, limit: int) -> str:
     return str(json.loads(encoded)).replace("\x00", "\ufffd")[:limit]
 
 
+def _row(draft: dict[str, str], seq: int, prev: str, stamp: dict[str, str]) -> tuple[bytes, str]:
+    data = chain.canonical_object({**draft, **stamp, "seq": str(seq), "prev": f'"{prev}"'})
+    return data, chain.leaf_hash(data).hex()
+
+
 def append_entries(drafts: list[dict[str, str]]) -> list[AuditEntry]:
     """Append encoded drafts (`encode_draft`) in one transaction, or inside the caller's."""
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        rows = _append_in_one_statement(drafts)
+        if rows is not None:
+            return rows
     with transaction.atomic():
         head = _locked_head()
         now = timezone.now()
@@ -162,17 +171,68 @@ def append_entries(drafts: list[dict[str, str]]) -> list[AuditEntry]:
         seq, prev = head.size, head.last_leaf_hash
         rows: list[AuditEntry] = []
         for draft in drafts:
-            data = chain.canonical_object({**draft, **stamp, "seq": str(seq), "prev": f'"{prev}"'})
-            leaf = chain.leaf_hash(data).hex()
-            rows.append(AuditEntry(
-                seq=seq, time=now, kind=_column(draft, "kind", 16), call_id=_column(draft, "call_id", 32),
-                agent=_column(draft, "agent", 64), server=_column(draft, "server", 64),
-                tool=_column(draft, "tool", 200), intent=_column(draft, "intent", 200),
-                decision=_column(draft, "decision", 16), canonical=data, leaf_hash=leaf,
-            ))
+            data, leaf = _row(draft, seq, prev, stamp)
+            rows.append(_entry(draft, seq, now, data, leaf))
             seq, prev = seq + 1, leaf
         AuditEntry.objects.bulk_create(rows)
         ChainHead.objects.filter(pk=1).update(size=seq, last_leaf_hash=prev)
+    _head_seen[:] = [seq, prev] if not connection.in_atomic_block else []
+    return rows
+
+
+def _entry(draft: dict[str, str], seq: int, now: datetime, data: bytes, leaf: str) -> AuditEntry:
+    return AuditEntry(
+        seq=seq, time=now, kind=_column(draft, "kind", 16), call_id=_column(draft, "call_id", 32),
+        agent=_column(draft, "agent", 64), server=_column(draft, "server", 64),
+        tool=_column(draft, "tool", 200), intent=_column(draft, "intent", 200),
+        decision=_column(draft, "decision", 16), canonical=data, leaf_hash=leaf,
+    )
+
+
+# The chain head as this process last wrote it: [size, last_leaf_hash], or [] when unknown.
+_head_seen: list[Any] = []
+
+# One round trip, one implicit transaction: move the head only if it is still where this
+# process last saw it (the UPDATE locks the row; a concurrent writer's change makes it match
+# nothing), and insert the rows only if the head moved.
+_APPEND_SQL = """
+WITH head AS (
+    UPDATE audit_app_chainhead SET size = %s, last_leaf_hash = %s
+    WHERE id = 1 AND size = %s AND last_leaf_hash = %s RETURNING id
+)
+INSERT INTO audit_app_auditentry
+    (seq, time, kind, call_id, agent, server, tool, intent, decision, canonical, leaf_hash)
+SELECT r.seq, %s, r.kind, r.call_id, r.agent, r.server, r.tool, r.intent, r.decision, r.canonical, r.leaf_hash
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+            %s::text[], %s::bytea[], %s::text[])
+     AS r(seq, kind, call_id, agent, server, tool, intent, decision, canonical, leaf_hash)
+WHERE EXISTS (SELECT 1 FROM head)
+"""
+
+
+def _append_in_one_statement(drafts: list[dict[str, str]]) -> list[AuditEntry] | None:
+    """The gateway's append on PostgreSQL: no ORM, one statement. None when the head this
+    process remembers is stale (another process appended): the caller takes the locked path."""
+    if not _head_seen:
+        return None
+    start, start_prev = _head_seen
+    now = timezone.now()
+    stamp = chain.canonical_members({"time": _time(now), "v": ENTRY_VERSION})
+    seq, prev = start, start_prev
+    rows: list[AuditEntry] = []
+    for draft in drafts:
+        data, leaf = _row(draft, seq, prev, stamp)
+        rows.append(_entry(draft, seq, now, data, leaf))
+        seq, prev = seq + 1, leaf
+    columns = ("seq", "kind", "call_id", "agent", "server", "tool", "intent", "decision", "canonical", "leaf_hash")
+    arrays = [[getattr(row, name) for row in rows] for name in columns]
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND_SQL, [seq, prev, start, start_prev, now, *arrays])
+        written = cursor.rowcount
+    if written != len(rows):
+        _head_seen[:] = []
+        return None
+    _head_seen[:] = [seq, prev]
     return rows
 
 

@@ -53,6 +53,9 @@ SOURCE = os.environ.get("BENCH_SOURCE", "HEAD")
 # An extra import path ahead of .venv: when set, a second uvicorn gateway ("intended-uvicorn-extra")
 # runs with it, interleaved with the others, to A/B a package without touching .venv.
 EXTRA_PATH = os.environ.get("BENCH_EXTRA_PYTHONPATH", "")
+# Extra environment for that second gateway ("KEY=VALUE KEY=VALUE"), e.g. to see what the
+# durable audit commit costs: BENCH_EXTRA_ENV="PGOPTIONS=-csynchronous_commit=off".
+EXTRA_ENV = dict(item.split("=", 1) for item in os.environ.get("BENCH_EXTRA_ENV", "").split() if "=" in item)
 
 
 def log(message: str) -> None:
@@ -177,6 +180,8 @@ class Bench:
             PYTHONPATH=os.pathsep.join(p for p in (str(self.source), EXTRA_PATH if extra else "") if p),
             PATH=f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}",
         )
+        if extra:
+            env.update(EXTRA_ENV)
         return env
 
     def manage(self, *args: str) -> str:
@@ -436,7 +441,7 @@ def main() -> int:
             "intended-daphne": [str(ROOT / ".venv" / "bin" / "daphne"), "-b", "127.0.0.1", "-p", "{port}", "-v", "0", "intended.asgi:application"],
             "intended-uvicorn-2proc": [*uvicorn, "--workers", "2"],
         }
-        if EXTRA_PATH:
+        if EXTRA_PATH or EXTRA_ENV:
             gateways["intended-uvicorn-extra"] = uvicorn
         for name, argv in gateways.items():
             if not ONLY or name in ONLY:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import httpx
+from gateway.upstream_pool import ConnectionFailed, Http1Connection, Pool
 
 if TYPE_CHECKING:
     from gateway.context import ServerView
@@ -65,7 +65,8 @@ IDLE_STREAM_HEADER = "x-intended-stream"
 
 
 class HttpUpstream:
-    """A Streamable HTTP upstream over one pooled HTTP/1.1 keep-alive client."""
+    """A Streamable HTTP upstream over pooled HTTP/1.1 keep-alive connections
+    (gateway/upstream_pool.py: the lean client this hop uses instead of httpx)."""
 
     def __init__(self, server: ServerView) -> None:
         self.name = server.name
@@ -76,12 +77,7 @@ class HttpUpstream:
             if server.credential_header and server.credential
             else None
         )
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(server.timeout, connect=server.connect_timeout),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30),
-            follow_redirects=False,  # a redirect could lead anywhere; the admin sets the exact URL
-            trust_env=False,
-        )
+        self._pool = Pool(server.url, connect_timeout=server.connect_timeout)
 
     async def request(
         self, method: str, headers: Sequence[tuple[str, str]], body: bytes = b""
@@ -91,39 +87,34 @@ class HttpUpstream:
         for name, value in headers:
             if name == IDLE_STREAM_HEADER:
                 idle = True
-            else:
+            elif name != "host" and name != "content-length":
                 out.append((name, value))
         if self._credential is not None:
             out.append(self._credential)
-        timeout = httpx.Timeout(self.timeout, read=None if idle else self.timeout,
-                                connect=self._client.timeout.connect)
-        request = self._client.build_request(method, self.url, headers=out, content=body or None,
-                                             timeout=timeout)
+        read_timeout = None if idle else self.timeout
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            conn = await self._pool.exchange(method, out, body, read_timeout)
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"Upstream {self.name} did not answer within {self.timeout:g}s") from exc
-        except httpx.HTTPError as exc:
+        except (ConnectionFailed, OSError, ValueError) as exc:
             raise UpstreamError(f"Upstream {self.name} unreachable: {_describe(exc)}") from exc
-        return UpstreamResponse(
-            status=response.status_code,
-            headers=[(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.headers.raw],
-            body=self._stream(response),
-        )
+        return UpstreamResponse(status=conn.status, headers=conn.headers,
+                                body=self._stream(conn, read_timeout))
 
-    async def _stream(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def _stream(self, conn: Http1Connection, read_timeout: float | None) -> AsyncIterator[bytes]:
+        body = self._pool.body(conn, read_timeout)
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in body:
                 yield chunk
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"Upstream {self.name} did not answer within {self.timeout:g}s") from exc
-        except httpx.HTTPError as exc:
+        except (ConnectionFailed, OSError) as exc:
             raise UpstreamError(f"Upstream {self.name} failed mid-answer: {_describe(exc)}") from exc
         finally:
-            await response.aclose()
+            await body.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self._pool.close()
 
 
 def _describe(exc: Exception) -> str:

@@ -104,12 +104,14 @@ def check(world: Cluster, report: dict[str, Any], name: str) -> None:
 async def load(world: Cluster, *, agents: int, seconds: float, warm_up: float) -> dict[str, Any]:
     url = world.url(0)
     pid = world.gateway_pids[0]
-    limits = httpx.Limits(max_connections=agents + 20, max_keepalive_connections=agents + 20)
+    # no keep-alive: a pooled connection the server closes as idle races the next request on it
+    limits = httpx.Limits(max_connections=agents + 20, max_keepalive_connections=0)
     answers: Counter[str] = Counter()
     wrong: list[str] = []
     transport_errors: list[str] = []
     decisions = Counter[str]()
     refusals = Counter[str]()
+    list_seconds: list[float] = []
     decided: set[int] = set()
     stop_at = time.monotonic() + 3600
     rss: dict[str, float] = {}
@@ -175,7 +177,9 @@ async def load(world: Cluster, *, agents: int, seconds: float, warm_up: float) -
             """Approves one in three, denies one in three, leaves the rest to expire."""
             while time.monotonic() < stop_at + 10:
                 try:
+                    asked = time.monotonic()
                     pending = (await http.get(f"{world.bases[0]}/api/approvals/?status=pending", headers=api)).json()
+                    list_seconds.append(time.monotonic() - asked)
                 except httpx.HTTPError as exc:
                     transport_errors.append(f"reviewer: {exc}"[:200])
                     pending = []
@@ -211,5 +215,7 @@ async def load(world: Cluster, *, agents: int, seconds: float, warm_up: float) -
         "approved": decisions["approved"], "denied": decisions["denied"],
         "left_to_expire": decisions["left_to_expire"], "too_late": decisions["too_late"],
         "escalation_refusals": dict(refusals),
+        "reviewer_list_seconds": {"count": len(list_seconds), "max": round(max(list_seconds, default=0), 2),
+                                  "median": round(sorted(list_seconds)[len(list_seconds) // 2], 2) if list_seconds else 0},
         "rss_mib": {k: round(v, 1) for k, v in rss.items()},
     }

@@ -1,8 +1,9 @@
 """The live tool catalog of an upstream server: what its tools/list says right now.
 
-The dashboard uses it to offer tool scopes and to test a connection. It talks to the upstream
-directly with the official SDK client (with the server's own credential), never through the
-gateway, so it sees every tool, held ones included.
+The dashboard uses it to offer tool scopes and to test a connection. The fetching is
+gateway/catalog.py's (the one place that lists a server's tools): it talks to the upstream
+directly over the Upstream seam (with the server's own credential), never through the gateway,
+so it sees every tool, held ones included.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
+from gateway import catalog as gateway_catalog
+from gateway.context import ServerView
 from gateway.models import Server
-
-MAX_PAGES = 20
+from gateway.snapshot import _server_view
 
 
 @dataclass(frozen=True)
@@ -28,37 +30,9 @@ class CatalogUnavailable(Exception):
     """The upstream could not be listed; the message is shown to the admin."""
 
 
-async def _list_tools(server: Server) -> list[CatalogTool]:
-    from mcp import Client, StdioServerParameters
-    from mcp.client.streamable_http import streamable_http_client
-    from mcp.shared._httpx_utils import create_mcp_http_client
-
-    if server.command:
-        target: Any = StdioServerParameters(command=server.command[0], args=list(server.command[1:]))
-        client = Client(target, mode="legacy", read_timeout_seconds=server.timeout_seconds, cache=None)
-    else:
-        headers = {}
-        credential = server.credential()
-        if server.credential_header and credential:
-            headers[server.credential_header] = credential
-        import httpx2
-
-        timeout = httpx2.Timeout(server.timeout_seconds, connect=server.connect_timeout_seconds)
-        http = create_mcp_http_client(headers=headers or None, timeout=timeout)
-        client = Client(streamable_http_client(server.url, http_client=http), mode="legacy",
-                        read_timeout_seconds=server.timeout_seconds, cache=None)
-    tools: list[CatalogTool] = []
-    async with client:
-        cursor: str | None = None
-        for _ in range(MAX_PAGES):
-            page = await client.list_tools(cursor=cursor)
-            for tool in page.tools:
-                definition = tool.model_dump(mode="json", by_alias=True, exclude_none=True)
-                tools.append(CatalogTool(tool.name, tool.description or "", definition))
-            cursor = page.next_cursor
-            if not cursor:
-                break
-    return tools
+async def _list_tools(server: ServerView) -> list[CatalogTool]:
+    definitions = await gateway_catalog.fetch_server_catalog(server)
+    return [CatalogTool(t["name"], t.get("description") or "", t) for t in definitions]
 
 
 def fetch_tools(server: Server) -> list[CatalogTool]:
@@ -71,10 +45,10 @@ def fetch_tools(server: Server) -> list[CatalogTool]:
         except UnsafeUpstream as exc:
             raise CatalogUnavailable(f"Refused to connect: {exc}") from None
     try:
-        return async_to_sync(_list_tools)(server)
+        return async_to_sync(_list_tools)(_server_view(server))
     except CatalogUnavailable:
         raise
-    except BaseException as exc:  # the SDK raises exception groups and many transport errors
+    except BaseException as exc:  # transport errors of every kind, exception groups from stdio
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise CatalogUnavailable(f"Could not list the tools of {server.name}: {_describe(exc)}") from None

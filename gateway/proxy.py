@@ -279,6 +279,10 @@ class GatewayApp:
         ctx = CallContext(agent=ex.agent, server=ex.server, tool=tool, arguments=arguments,
                           args_sha256=args_sha256, era=ex.era,  # type: ignore[arg-type]
                           session_id=ex.session_id, client_addr=ex.request.client_addr)
+        if (ex.server.name, tool) not in ex.snap.pins:  # never listed here: fetch the catalog first
+            from gateway.catalog import pin_unseen_tool
+
+            await pin_unseen_tool(ex.snap, ex.agent, ex.server, tool, ex.era)
         decision_started = time.monotonic()
         try:
             await decide(ctx, ex.snap)

@@ -46,6 +46,8 @@ def _shown(approval: Approval, user: Any) -> dict[str, Any]:
 
 
 class ApprovalViewSet(viewsets.ViewSet):
+    lookup_value_regex = "[0-9]+"  # any other id is no approval (404), not a failed int() (500)
+
     @extend_schema(responses=ApprovalListSchema)
     def list(self, request: Request) -> Response:
         approvals = Approval.objects.all()

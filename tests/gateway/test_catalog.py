@@ -181,3 +181,22 @@ def test_it_follows_next_cursor() -> None:
     tools, cursor = catalog.page_tools({"tools": [{"name": "a"}, {"bad": 1}], "nextCursor": "p2"})
     assert [t["name"] for t in tools] == ["a"] and cursor == "p2"
     assert catalog.page_tools({"tools": []}) == ([], None)
+
+
+@pytest.mark.peers
+def test_it_passes_a_conformance_scenario_run_on_its_own(transactional_db: Any, tmp_path: Path) -> None:
+    """tools-call-sampling alone: the suite calls its tool without listing first."""
+    from tests.gateway import test_peers as peers
+
+    if not (peers.NODE.exists() and peers.CONFORMANCE.exists()):
+        pytest.skip("MCP peers not installed: run bash tests/peers/setup.sh")
+    from gateway import actions
+
+    actions.save_server(acting_user="tests", name="fixtures",
+                        command=[sys.executable, str(peers.CONFORMANCE_SERVER), "--stdio"])
+    key = wildcard_key("fixtures")
+    allow_policies()
+    with live_gateway() as base:
+        results = peers.conformance(f"{base}/mcp/fixtures", tmp_path / "out", key, ["tools-call-sampling"])
+    checks = results["tools-call-sampling"]
+    assert checks and all(status == "SUCCESS" for status, _ in checks.values()), checks

@@ -77,6 +77,7 @@ class Http1Connection(asyncio.Protocol):
         self._buffered = 0
         self._paused = False
         self._has_length = False
+        self.keep_alive = False
 
     # --- asyncio.Protocol ---
 
@@ -114,6 +115,7 @@ class Http1Connection(asyncio.Protocol):
             self._has_length = False
             return
         self.headers_done = True
+        self.keep_alive = self.parser.should_keep_alive()  # only meaningful before the message ends
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -208,7 +210,7 @@ class Http1Connection(asyncio.Protocol):
             await self._wait(timeout)
 
     def reusable(self) -> bool:
-        return self.complete and not self.closed and self.error is None and self.parser.should_keep_alive()
+        return self.complete and self.keep_alive and not self.closed and self.error is None
 
 
 class Pool:

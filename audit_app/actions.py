@@ -240,21 +240,41 @@ def _append_now(draft: dict[str, Any]) -> None:
     append_entries([encode_draft(draft)])
 
 
+# Outcome entries are written in the background; one whose batch fails is kept and retried
+# (with a log line and a metric each time) up to this many waiting, then dropped, loudly.
+RETRY_KEPT = 100_000
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
+
+
+@dataclass
+class _Pending:
+    draft: dict[str, str]
+    future: asyncio.Future[None] | None  # None: nobody waits (an outcome written in the background)
+    attempts: int = 0
+
+
 class _GroupCommit:
     """One writer per event loop: callers wait while their entries are committed in batches."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple[dict[str, str], asyncio.Future[None]]] = []
+        self.pending: list[_Pending] = []
         self.writing = False
+        self.retrying = 0
 
     async def submit(self, draft: dict[str, str]) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self.pending.append((draft, future))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Pending(draft, future))
+        await asyncio.shield(future)
+
+    def submit_in_background(self, draft: dict[str, str]) -> None:
+        self._enqueue(_Pending(draft, None))
+
+    def _enqueue(self, item: _Pending) -> None:
+        self.pending.append(item)
         if not self.writing:
             self.writing = True
-            loop.create_task(self._drain())
-        await asyncio.shield(future)
+            asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
@@ -264,9 +284,9 @@ class _GroupCommit:
         finally:
             self.writing = False
 
-    async def _write(self, batch: list[tuple[dict[str, str], asyncio.Future[None]]]) -> None:
+    async def _write(self, batch: list[_Pending]) -> None:
         try:
-            await database_sync_to_async(append_entries)([draft for draft, _ in batch])
+            await database_sync_to_async(append_entries)([item.draft for item in batch])
         except Exception as exc:
             if len(batch) > 1 and isinstance(exc, DataError):
                 # one entry the database refuses must not take its batch-mates down with it
@@ -275,36 +295,76 @@ class _GroupCommit:
                 return
             log.exception("audit append failed")
             error = AuditWriteError(f"audit trail unavailable: {exc}")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            for item in batch:
+                if item.future is None:
+                    self._retry_later(item, permanent=isinstance(exc, DataError))
+                elif not item.future.done():
+                    item.future.set_exception(error)
             return
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        for item in batch:
+            if item.future is not None and not item.future.done():
+                item.future.set_result(None)
+
+    def _retry_later(self, item: _Pending, *, permanent: bool) -> None:
+        from gateway import metrics
+
+        if permanent or self.retrying >= RETRY_KEPT:
+            metrics.audit_outcome_failed("dropped")
+            log.error("audit outcome entry dropped after %d attempt(s) (%s): %s", item.attempts + 1,
+                      "refused by the database" if permanent else "retry queue full", item.draft)
+            return
+        metrics.audit_outcome_failed("retried")
+        item.attempts += 1
+        self.retrying += 1
+        delay = min(RETRY_FIRST_SECONDS * 2 ** (item.attempts - 1), RETRY_MAX_SECONDS)
+
+        def again() -> None:
+            self.retrying -= 1
+            self._enqueue(item)
+
+        asyncio.get_running_loop().call_later(delay, again)
 
 
 _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = weakref.WeakKeyDictionary()
 
 
-async def _commit(draft: dict[str, Any]) -> None:
+def _writer() -> _GroupCommit:
     loop = asyncio.get_running_loop()
     writer = _writers.get(loop)
     if writer is None:
         writer = _writers[loop] = _GroupCommit()
-    await writer.submit(encode_draft(draft))
+    return writer
+
+
+async def _commit(draft: dict[str, Any]) -> None:
+    await _writer().submit(encode_draft(draft))
 
 
 async def record_decision(ctx: CallContext) -> None:
     await _commit(decision_fields(ctx))
 
 
+def _outcome(status: str, latency_ms: float, result_sha256: str, result_size: int) -> dict[str, Any]:
+    return {"status": status, "latency_ms": round(float(latency_ms), 3),
+            "result_sha256": result_sha256, "result_size": int(result_size)}
+
+
 async def record_outcome(
     ctx: CallContext, *, status: str, latency_ms: float, result_sha256: str = "", result_size: int = 0
 ) -> None:
-    outcome = {"status": status, "latency_ms": round(float(latency_ms), 3),
-               "result_sha256": result_sha256, "result_size": int(result_size)}
-    await _commit(outcome_fields(ctx, outcome))
+    """The outcome entry, committed before this returns."""
+    await _commit(outcome_fields(ctx, _outcome(status, latency_ms, result_sha256, result_size)))
+
+
+def submit_outcome(
+    ctx: CallContext, *, status: str, latency_ms: float, result_sha256: str = "", result_size: int = 0
+) -> None:
+    """The outcome entry, queued for the next group commit without waiting for it (the gateway:
+    the result is relayed at once). A failed write is retried in the background with a log
+    line and the metric intended_audit_outcome_write_failures; raises only if the entry
+    cannot be encoded."""
+    _writer().submit_in_background(encode_draft(outcome_fields(ctx, _outcome(status, latency_ms, result_sha256,
+                                                                             result_size))))
 
 
 def record_admin(action: str, *, actor: str, target: str = "", details: dict[str, Any] | None = None) -> None:

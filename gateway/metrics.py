@@ -78,6 +78,11 @@ AUDIT_BREAKS = Counter(
     "intended_audit_integrity_failures",
     "Integrity failures detected in the audit trail (chain or checkpoint inconsistency).",
 )
+AUDIT_OUTCOME_FAILURES = Counter(
+    "intended_audit_outcome_write_failures",
+    "Outcome entries whose background write failed: retried (kept, written later) or dropped.",
+    ["result"],
+)
 
 
 def _label(value: str | None) -> str:
@@ -118,6 +123,10 @@ def refused(reason: str) -> None:
 
 def audit_integrity_failure() -> None:
     AUDIT_BREAKS.inc()
+
+
+def audit_outcome_failed(result: str) -> None:
+    AUDIT_OUTCOME_FAILURES.labels(_label(result)).inc()
 
 
 # --- one call, as the proxy sees it --------------------------------------------------------------

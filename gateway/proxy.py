@@ -762,13 +762,15 @@ async def audit_unknown_tool(ctx: CallContext) -> None:
 
 
 async def record_outcome(ctx: CallContext, status: str, started: float | None, payload: bytes) -> None:
-    from audit_app.actions import record_outcome as write_outcome
+    """Queue the outcome entry; it is committed with the next batch, not before the result is
+    relayed (only the decision entry must be committed before forwarding)."""
+    from audit_app.actions import submit_outcome
 
     latency_ms = (time.monotonic() - started) * 1000 if started is not None else 0.0
     try:
-        await write_outcome(ctx, status=status, latency_ms=latency_ms,
-                            result_sha256=hashlib.sha256(payload).hexdigest() if payload else "",
-                            result_size=len(payload))
+        submit_outcome(ctx, status=status, latency_ms=latency_ms,
+                       result_sha256=hashlib.sha256(payload).hexdigest() if payload else "",
+                       result_size=len(payload))
     except Exception:
         log.exception("could not record the outcome of call %s", ctx.call_id)
     metrics.call_finished(ctx, status, latency_ms / 1000 if started is not None else None)

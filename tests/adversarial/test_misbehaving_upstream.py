@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests.adversarial.conftest import World, assert_nothing_unaudited, audit, call, post
+from tests.adversarial.conftest import (
+    World,
+    assert_nothing_unaudited,
+    audit,
+    call,
+    eventually,
+    post,
+)
 
 
 def outcome_of(tool: str, request_args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -55,6 +62,7 @@ def test_it_turns_a_misbehaving_answer_into_a_readable_error(hostile_world: Worl
     assert "error" in answer or answer["result"].get("isError") is True, answer
     if words:
         assert words in answer["error"]["message"]
+    eventually(lambda: bool(outcome_of(tool, args)))  # committed after the answer is relayed
     assert [o["status"] for o in outcome_of(tool, args)] == [status]
     still_serving(hostile_world)
     assert_nothing_unaudited(hostile_world)
@@ -66,6 +74,7 @@ def test_it_relays_a_ten_megabyte_answer_and_records_its_size(hostile_world: Wor
     answer = response.json()
     assert answer["id"] == 8
     assert len(answer["result"]["content"][0]["text"]) == 10 * 1024 * 1024
+    eventually(lambda: bool(outcome_of("huge", args)))
     [outcome] = outcome_of("huge", args)
     assert outcome["status"] == "ok" and outcome["result_size"] > 10 * 1024 * 1024
     still_serving(hostile_world)

@@ -196,8 +196,14 @@ def test_it_returns_the_reviewers_denial_to_the_agent(world):
 
 def assert_call_story(call_id: str, *, outcome: bool) -> None:
     """The call's decision, approval and outcome entries share its call_id."""
+    import time
+
     from audit_app.models import AuditEntry
 
+    deadline = time.monotonic() + 15  # the outcome entry is committed just after the result is relayed
+    while outcome and time.monotonic() < deadline and \
+            not AuditEntry.objects.filter(call_id=call_id, kind="outcome").exists():
+        time.sleep(0.05)
     kinds = [e.kind for e in AuditEntry.objects.filter(call_id=call_id)]
     assert kinds[0] == "decision"
     assert "approval" in kinds

@@ -66,6 +66,34 @@ def test_it_raises_when_the_decision_cannot_be_committed() -> None:
     assert AuditEntry.objects.filter(call_id=ctx.call_id).count() == 1
 
 
+def test_it_retries_an_outcome_written_in_the_background_until_the_trail_takes_it() -> None:
+    from channels.db import database_sync_to_async
+
+    from gateway import metrics
+
+    ctx = call(*SCENARIO[0])
+    retried = metrics.AUDIT_OUTCOME_FAILURES.labels("retried")
+    before = retried._value.get()
+
+    def rename(old: str, new: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+    async def outage_then_recovery() -> None:
+        await database_sync_to_async(rename)("audit_app_auditentry", "audit_app_auditentry_away")
+        actions.submit_outcome(ctx, status="ok", latency_ms=2.5)  # returns at once: nobody waits
+        while retried._value.get() == before:
+            await asyncio.sleep(0.02)
+        await database_sync_to_async(rename)("audit_app_auditentry_away", "audit_app_auditentry")
+        while not await database_sync_to_async(AuditEntry.objects.filter(call_id=ctx.call_id).exists)():
+            await asyncio.sleep(0.05)
+
+    async_to_sync(outage_then_recovery)()
+    [entry] = AuditEntry.objects.filter(call_id=ctx.call_id)
+    assert entry.kind == "outcome"
+    assert queries.verify_stored_chain().size == 1
+
+
 def test_it_writes_admin_entries_in_the_callers_transaction() -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
         actions.record_admin("agent.saved", actor="alice", target="support-agent")

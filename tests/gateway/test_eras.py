@@ -17,6 +17,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.gateway.conftest import ALICE_TOOLS, World
+from tests.gateway.test_door import eventually
 
 Session = Callable[[Client], Awaitable[Any]]
 
@@ -148,6 +149,7 @@ def test_it_audits_a_result_that_arrives_on_a_resumed_stream(shared_world: World
     assert session(world, "alice", "legacy", work) == "answered after a reconnect"
     resumed = [r for r in world.upstream.requests() if r["method"] == "GET" and "last-event-id" in r["headers"]]
     assert resumed, "the client did not resume the stream"
+    eventually(lambda: AuditEntry.objects.filter(kind="outcome", tool="polled").exists())  # written after the result
     [outcome] = [json.loads(bytes(e.canonical)) for e in AuditEntry.objects.filter(kind="outcome", tool="polled")]
     assert outcome["outcome"]["status"] == "ok"
 

@@ -55,6 +55,7 @@ def test_it_times_out_a_slow_upstream_and_audits_it(stateless_world: World) -> N
     assert response.json() == {"jsonrpc": "2.0", "id": 3, "error": {
         "code": -32001, "message": "Upstream up did not answer within 1s"}}
     assert decisions("slow")[-1] == "allow"
+    eventually(lambda: len(outcomes("slow")) == len(decisions("slow")))  # outcomes follow the answer
     statuses = [o["outcome"]["status"] for o in outcomes("slow")]
     assert statuses[-1] == "timeout"
     assert "ok" in statuses
@@ -67,6 +68,7 @@ def test_it_records_the_outcome_of_each_allowed_call(stateless_world: World) -> 
     body = response.content
     assert response.json()["result"]["content"][0]["text"] == "Echo: audited"
     assert decisions("echo") == ["allow"]
+    eventually(lambda: len(outcomes("echo")) == 1)  # committed with the next batch, after the result
     [entry] = outcomes("echo")
     assert entry["outcome"]["status"] == "ok"
     assert entry["outcome"]["result_sha256"] == hashlib.sha256(body).hexdigest()

@@ -1,6 +1,6 @@
 """schemathesis against the OpenAPI schema the live gateway serves at /api/schema/, as an admin
 with an API token: no operation answers with a 5xx, whatever it is sent. Bounded (examples per
-operation and total time) so it stays a few seconds per run; the JUnit report is kept in
+operation, 20 s in all) so it stays under half a minute; the JUnit report is kept in
 test-artifacts/schemathesis/."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_it_answers_every_operation_of_its_openapi_schema_without_a_server_error
                     "--header", f"Authorization: Token {token}",
                     "--checks", "not_a_server_error",
                     "--phases", "examples,coverage,fuzzing",
-                    "--max-examples", "10", "--max-time", "30", "--workers", "1", "--seed", "8",
+                    "--max-examples", "10", "--max-time", "20", "--workers", "1", "--seed", "8",
                     "--request-timeout", "30", "--generation-database", "none",
                     "--report", "junit", "--report-junit-path", str(ARTIFACTS / "junit.xml"),
                     "--no-color", "--output-truncate", "true"]

@@ -161,9 +161,9 @@ def _row(draft: dict[str, str], seq: int, prev: str, stamp: dict[str, str]) -> t
 def append_entries(drafts: list[dict[str, str]]) -> list[AuditEntry]:
     """Append encoded drafts (`encode_draft`) in one transaction, or inside the caller's."""
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
-        rows = _append_in_one_statement(drafts)
-        if rows is not None:
-            return rows
+        written = _append_in_one_statement(drafts)
+        if written is not None:
+            return written
     with transaction.atomic():
         head = _locked_head()
         now = timezone.now()

@@ -20,7 +20,7 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from urllib.parse import urlsplit
 
 import httptools
@@ -275,7 +275,7 @@ class Pool:
                 raise
         raise AssertionError("unreachable")
 
-    async def body(self, conn: Http1Connection, timeout: float | None) -> AsyncIterator[bytes]:
+    async def body(self, conn: Http1Connection, timeout: float | None) -> AsyncGenerator[bytes, None]:
         done = False
         try:
             while True:

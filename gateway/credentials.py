@@ -1,7 +1,9 @@
 """Upstream credentials at rest: Fernet with rotation (MultiFernet).
 
-Keys come from INTENDED_CREDENTIAL_KEYS (first one encrypts, all decrypt). Without it, one key
-is derived from SECRET_KEY with HKDF, so the embedded default needs no set-up.
+Keys come from INTENDED_CREDENTIAL_KEYS (first one encrypts, all decrypt). Without it, keys are
+derived from SECRET_KEY and each of SECRET_KEY_FALLBACKS with HKDF, so the embedded default needs
+no set-up and rotating SECRET_KEY the Django way (old key moved to the fallbacks) keeps every
+stored credential readable until `rotate_credentials` re-encrypts it under the new key.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ def _derived_key(secret: str) -> bytes:
 
 @lru_cache(maxsize=1)
 def _fernet() -> MultiFernet:
-    raw = list(settings.INTENDED_CREDENTIAL_KEYS) or [_derived_key(settings.SECRET_KEY).decode()]
+    raw = list(settings.INTENDED_CREDENTIAL_KEYS) or [
+        _derived_key(secret).decode()
+        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    ]
     try:
         return MultiFernet([Fernet(k.encode() if isinstance(k, str) else k) for k in raw])
     except ValueError as exc:

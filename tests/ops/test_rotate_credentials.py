@@ -89,3 +89,26 @@ def test_it_changes_nothing_when_a_credential_cannot_be_decrypted(keys):
     with pytest.raises(CommandError, match="customer-ops"):
         call_command("rotate_credentials", stdout=StringIO())
     assert Server.objects.get().credential_encrypted == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_credentials_readable_when_the_secret_key_rotates(settings):
+    """Without INTENDED_CREDENTIAL_KEYS the keys derive from SECRET_KEY: rotating it the Django
+    way (the old one moved to SECRET_KEY_FALLBACKS) must not lose a stored credential."""
+    settings.INTENDED_CREDENTIAL_KEYS = []
+    settings.SECRET_KEY = "old-secret-key-" + "x" * 40
+    settings.SECRET_KEY_FALLBACKS = []
+    credentials._fernet.cache_clear()
+    try:
+        ops_server()
+        settings.SECRET_KEY = "new-secret-key-" + "y" * 40
+        settings.SECRET_KEY_FALLBACKS = ["old-secret-key-" + "x" * 40]
+        credentials._fernet.cache_clear()
+        assert Server.objects.get(name="customer-ops").credential() == f"Bearer {SECRET}"
+
+        call_command("rotate_credentials", stdout=StringIO())
+        settings.SECRET_KEY_FALLBACKS = []
+        credentials._fernet.cache_clear()
+        assert Server.objects.get(name="customer-ops").credential() == f"Bearer {SECRET}"
+    finally:
+        credentials._fernet.cache_clear()

@@ -15,10 +15,11 @@ def test_it_refuses_revoked_and_expired_keys_and_disabled_agents(world: World) -
 
     key, rotated = actions.issue_key(acting_user="tests", agent=Agent.objects.get(name="alice"))
     eventually(lambda: post(world, ping(), rotated).status_code not in (401, 403))  # reached the upstream
-    before = world.upstream.count()
     eventually(lambda: AgentKey.objects.get(pk=key.pk).last_used_at is not None)  # written in the background
     actions.revoke_key(acting_user="tests", key=key)
+    # a change reaches the gateway with its next configuration poll: count from then on
     eventually(lambda: post(world, ping(), rotated).status_code == 401)
+    before = world.upstream.count()
     response = post(world, ping(), rotated)
     assert response.headers["www-authenticate"].startswith("Bearer")
     untouched(world, before)
@@ -32,13 +33,13 @@ def refuses_an_expired_key_and_a_disabled_agent(world: World) -> None:
     from gateway import actions
     from gateway.models import AgentKey, ConfigStamp
 
-    before = world.upstream.count()
     with transaction.atomic():
         prefix = world.keys["mallory"].split("_")[1]
         AgentKey.objects.filter(prefix=prefix).update(expires_at=timezone.now() - timedelta(minutes=1))
         ConfigStamp.bump()
     actions.save_agent(acting_user="tests", name="alice", enabled=False)
     eventually(lambda: post(world, ping(), world.keys["alice"]).status_code == 401)
+    before = world.upstream.count()
     assert "expired" in error_of(post(world, ping(), world.keys["mallory"]))["message"]
     assert "disabled" in error_of(post(world, ping(), world.keys["alice"]))["message"]
     untouched(world, before)

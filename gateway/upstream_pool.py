@@ -31,8 +31,8 @@ IDLE_EXPIRY_SECONDS = 30.0
 
 
 class ConnectionFailed(Exception):
-    """The connection broke or could not be made; `fresh` is False for a reused keep-alive
-    connection that failed before any byte of the answer came back (safe to retry once)."""
+    """The connection broke or could not be made; `before_answer` when not one byte of the
+    answer came back."""
 
     def __init__(self, message: str, *, before_answer: bool = False) -> None:
         super().__init__(message)
@@ -267,8 +267,11 @@ class Pool:
                 return conn
             except ConnectionFailed as exc:
                 conn.abort()
-                if reused and exc.before_answer and attempt == 1:
-                    continue  # the upstream closed an idle keep-alive connection: once more, fresh
+                if reused and exc.before_answer and attempt == 1 and method == "GET":
+                    # an idle keep-alive connection the upstream closed as we sent: once more,
+                    # fresh. Never for a POST: the upstream may have acted on it (a tool call
+                    # must not run twice on one decision).
+                    continue
                 raise
             except BaseException:
                 conn.abort()

@@ -293,6 +293,8 @@ def _servers(v: Validator, raw: Any, environ: Mapping[str, str], secrets: dict[s
                 elif env_name:
                     secrets[name] = environ[env_name]
         pack = spec.get("domain_pack") or ""
+        if pack and v.text(pack, path + ("domain_pack",), what="the name of a domain pack") is None:
+            pack = ""
         if pack:
             try:
                 packs.load(pack)

@@ -72,6 +72,8 @@ def test_it_names_the_line_of_each_policy_error(body, expected):
         ("servers:\n  - name: s1\n    url: http://h/mcp\n    domain_pack: nope\n", "line 4: servers[0].domain_pack unknown domain pack 'nope'"),
         ("servers:\n  - name: s1\n    url: http://h/mcp\n    credential: {header: Authorization, value_env: MISSING_VAR}\n",
          "line 4: servers[0].credential.value_env names the environment variable MISSING_VAR, which is not set"),
+        ("servers:\n  - name: s1\n    url: http://h/mcp\n    domain_pack: [saas-ops]\n", "line 4: servers[0].domain_pack must be a non-empty string"),
+        ("servers:\n  - name: s1\n    url: http://h/mcp\n    tools: {1: data.customer.read}\n", "line 4: servers[0].tools has a key that is not a string (1)"),
         ("servers:\n  - name: s1\n    url: http://h/mcp\n    new_tools: sometimes\n", "line 4: servers[0].new_tools must be pin or hold"),
         ("servers:\n  - name: s1\n    url: http://h/mcp\n  - name: s1\n    url: http://h/mcp\n", "line 4: servers[1].name names the server 's1' a second time"),
         ("servers:\n  - name: s1\n    url: http://h/mcp\n    timeout: forever\n", "line 4: servers[0].timeout must be a duration"),

@@ -28,7 +28,7 @@ peers:
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy .
+	$(VENV)/bin/mypy intended gateway policies_app audit_app approvals_app dashboard bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) peers

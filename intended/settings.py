@@ -13,6 +13,7 @@ import secrets
 import warnings
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from django.core.exceptions import ImproperlyConfigured
@@ -56,7 +57,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def database_from_url(name: str, url: str) -> dict:
+def database_from_url(name: str, url: str) -> dict[str, Any]:
     import dj_database_url
 
     scheme = urlparse(url).scheme
@@ -65,11 +66,21 @@ def database_from_url(name: str, url: str) -> dict:
             f"{name} must be sqlite:///path or postgres://..., got scheme {scheme!r}"
         )
     try:
-        config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+        config: dict[str, Any] = dict(dj_database_url.parse(url))
     except Exception as exc:  # dj-database-url raises several types
         raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}") from None
     if scheme != "sqlite" and not config.get("NAME"):
         raise ImproperlyConfigured(f"{name} must name a database, got {url!r}")
+    if scheme != "sqlite":
+        # Under ASGI every dashboard request runs its sync code in a thread of its own, so
+        # persistent per-thread connections (CONN_MAX_AGE) pile up until PostgreSQL refuses
+        # clients. A psycopg pool shared by the process gives reuse without that leak.
+        config["CONN_MAX_AGE"] = 0
+        config.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 2,
+            "max_size": env_int("INTENDED_DB_POOL_SIZE", 20, minimum=2),
+            "timeout": 10,
+        }
     return config
 
 

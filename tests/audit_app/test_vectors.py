@@ -1,4 +1,5 @@
-"""The published test vectors in ../shared/testdata (see its README for provenance)."""
+"""The published test vectors, copied into tests/audit_app/vectors (its README gives their
+provenance and licences)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ from hypothesis import strategies as st
 
 from audit_app import chain, signing
 
-TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
-if not TESTDATA.exists():
-    TESTDATA = Path("/work/shared/testdata")
+TESTDATA = Path(__file__).resolve().parent / "vectors"
 MERKLE = TESTDATA / "transparency-dev-merkle"
 JCS = TESTDATA / "cyberphone-json-canonicalization"
 DONT_CARE = {"sizes-are-equal-one-and-proof-is-empty.json"}

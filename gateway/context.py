@@ -85,6 +85,7 @@ class CallContext:
     escalation: Mapping[str, Any] | None = None
     policy_version: int = 0
     tool_hash: str = ""  # pinned definition hash
+    velocity_admission: Any = None  # policies_app.velocity.Admission: counted before the policy, settled after
 
     def deny(self, reason: str, *, rules: list[str] | None = None) -> None:
         self.decision = DENY

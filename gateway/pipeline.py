@@ -66,8 +66,7 @@ def apply_policy(ctx: CallContext, snap: Snapshot, deps: Any) -> None:
 
 
 async def enforce_velocity(ctx: CallContext, snap: Snapshot, deps: Any) -> None:
-    if ctx.decision == DENY:
-        return
+    # Runs for a denied call too: a call counted when the counts were read is uncounted.
     from policies_app import velocity
 
     await velocity.enforce(snap.policy, ctx)

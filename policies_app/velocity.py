@@ -1,22 +1,26 @@
 """Velocity limits: a sliding window per rule x agent x intent, shared by every process.
 
-With REDIS_URL, each check is ONE Lua script (trim, count, and only if every applicable rule
-is under its limit: add and set the expiry), so concurrent replicas can neither over-admit nor
-leave a key without an expiry. Without Redis (the embedded default) an in-process equivalent
-keeps the same semantics. A call is in a window of W seconds when it was admitted less than W
-seconds ago; only admitted calls count. If the counter store is unreachable, calls that need a
-velocity rule are denied (fail closed).
+With REDIS_URL, each tools/call costs ONE Redis round trip: one Lua script (EVALSHA) trims
+and counts every applicable window and today's count, and - only if every window has room -
+counts the call (adds it with an expiry, increments the day). The counts go to the risk model
+and CEL; if the policy then denies the call, it is uncounted in the background, off the latency
+path (see docs/POLICIES.md, "Velocity"). Concurrent replicas can neither over-admit nor leave a
+key without an expiry. Without Redis (the embedded default) an in-process equivalent keeps the
+same semantics. A call is in a window of W seconds when it was admitted less than W seconds
+ago. If the counter store is unreachable, calls that need a velocity rule are denied (fail
+closed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -44,8 +48,29 @@ class Window:
     max_calls: int
 
 
+@dataclass(frozen=True)
+class Check:
+    """What one check saw before this call, and whether it counted the call."""
+
+    counts: list[int]
+    today: int
+    over: list[int]  # indexes of the windows already at their limit; when any, nothing was counted
+
+    @property
+    def counted(self) -> bool:
+        return not self.over
+
+
 class Counters(Protocol):
     async def counts(self, windows: Sequence[Window], day_key: str | None, now_ms: int) -> tuple[list[int], int | None]: ...
+
+    async def check(self, windows: Sequence[Window], day_key: str, now_ms: int, member: str) -> Check:
+        """Count every window and today; when every window has room, count the call as `member`."""
+        ...
+
+    async def release(self, windows: Sequence[Window], day_key: str, now_ms: int, member: str) -> None:
+        """Uncount a call counted by check()."""
+        ...
 
     async def admit(self, windows: Sequence[Window], day_key: str, now_ms: int) -> list[int]:
         """Indexes of the windows already at their limit; when none, the call is counted."""
@@ -77,14 +102,28 @@ class InProcessCounters:
             return found, (self._day(day_key, now_ms) if day_key else None)
 
     async def admit(self, windows: Sequence[Window], day_key: str, now_ms: int) -> list[int]:
+        return (await self.check(windows, day_key, now_ms, "")).over
+
+    async def check(self, windows: Sequence[Window], day_key: str, now_ms: int, member: str) -> Check:
         with self._lock:
-            over = [i for i, w in enumerate(windows) if len(self._trim(w, now_ms)) >= w.max_calls]
-            if over:
-                return over
+            found = [len(self._trim(w, now_ms)) for w in windows]
+            today = self._day(day_key, now_ms)
+            over = [i for i, (w, n) in enumerate(zip(windows, found, strict=True)) if n >= w.max_calls]
+            if not over:
+                for w in windows:
+                    self._windows[w.key].append(now_ms)
+                self._days[day_key] = (today + 1, now_ms + DAY_TTL_MS)
+            return Check(found, today, over)
+
+    async def release(self, windows: Sequence[Window], day_key: str, now_ms: int, member: str) -> None:
+        with self._lock:
             for w in windows:
-                self._windows[w.key].append(now_ms)
-            self._days[day_key] = (self._day(day_key, now_ms) + 1, now_ms + DAY_TTL_MS)
-            return []
+                calls = self._windows.get(w.key)
+                if calls is not None and now_ms in calls:
+                    calls.remove(now_ms)  # equal timestamps are interchangeable; the deque stays sorted
+            count, expires = self._days.get(day_key, (0, 0))
+            if count > 0:
+                self._days[day_key] = (count - 1, expires)
 
     def clear(self) -> None:
         with self._lock:
@@ -95,29 +134,45 @@ class InProcessCounters:
 # --- Redis ---------------------------------------------------------------------------------
 
 # KEYS: the window keys, then the day key. ARGV: now_ms, member, day_ttl_ms, then per window
-# (window_ms, max_calls). Returns the 1-based indexes of windows at their limit (empty: counted).
-ADMIT_LUA = """
+# (window_ms, max_calls). Returns {counts before this call, today before this call, 1-based
+# indexes of the windows at their limit}; when no window is at its limit, the call is counted.
+CHECK_LUA = """
 local n = #KEYS - 1
 local now = tonumber(ARGV[1])
+local counts = {}
 local over = {}
 for i = 1, n do
   local window = tonumber(ARGV[2 + 2 * i])
   local limit = tonumber(ARGV[3 + 2 * i])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[i]) >= limit then
+  counts[i] = redis.call('ZCARD', KEYS[i])
+  if counts[i] >= limit then
     over[#over + 1] = i
   end
 end
-if #over > 0 then
-  return over
+local today = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
+if #over == 0 then
+  for i = 1, n do
+    redis.call('ZADD', KEYS[i], now, ARGV[2])
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 + 2 * i]))
+  end
+  redis.call('INCR', KEYS[n + 1])
+  redis.call('PEXPIRE', KEYS[n + 1], tonumber(ARGV[3]))
 end
+return {counts, today, over}
+"""
+
+# KEYS: the window keys, then the day key. ARGV: the member check() counted. A day key that
+# expired meanwhile is not recreated (it would have no expiry).
+RELEASE_LUA = """
+local n = #KEYS - 1
 for i = 1, n do
-  redis.call('ZADD', KEYS[i], now, ARGV[2])
-  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 + 2 * i]))
+  redis.call('ZREM', KEYS[i], ARGV[1])
 end
-redis.call('INCR', KEYS[n + 1])
-redis.call('PEXPIRE', KEYS[n + 1], tonumber(ARGV[3]))
-return over
+if redis.call('EXISTS', KEYS[n + 1]) == 1 and tonumber(redis.call('GET', KEYS[n + 1])) > 0 then
+  redis.call('DECR', KEYS[n + 1])
+end
+return 0
 """
 
 
@@ -127,21 +182,20 @@ class RedisCounters:
         self.timeout = timeout  # a slow store is an unreachable one: the call is denied
         self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
-    def _client(self) -> tuple[Any, Any]:
-        import asyncio
-
+    def _client(self) -> tuple[Any, Any, Any]:
+        """The client of this event loop and its two scripts (redis-py Script: EVALSHA, loaded once)."""
         import redis.asyncio as aioredis
 
         loop = asyncio.get_running_loop()
-        pair = self._clients.get(loop)
-        if pair is None:
+        scripts = self._clients.get(loop)
+        if scripts is None:
             client = aioredis.from_url(self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout)
-            pair = (client, client.register_script(ADMIT_LUA))
-            self._clients[loop] = pair
-        return pair
+            scripts = (client, client.register_script(CHECK_LUA), client.register_script(RELEASE_LUA))
+            self._clients[loop] = scripts
+        return scripts
 
     async def counts(self, windows: Sequence[Window], day_key: str | None, now_ms: int) -> tuple[list[int], int | None]:
-        client, _ = self._client()
+        client, _, _ = self._client()
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for w in windows:
@@ -155,15 +209,22 @@ class RedisCounters:
         return [int(r) for r in replies[: len(windows)]], day
 
     async def admit(self, windows: Sequence[Window], day_key: str, now_ms: int) -> list[int]:
-        _, script = self._client()
-        args: list[Any] = [now_ms, f"{now_ms}-{uuid.uuid4().hex}", DAY_TTL_MS]
+        return (await self.check(windows, day_key, now_ms, new_member(now_ms))).over
+
+    async def check(self, windows: Sequence[Window], day_key: str, now_ms: int, member: str) -> Check:
+        _, script, _ = self._client()
+        args: list[Any] = [now_ms, member, DAY_TTL_MS]
         for w in windows:
             args += [w.window_ms, w.max_calls]
         try:
-            over = await script(keys=[w.key for w in windows] + [day_key], args=args)
+            counts, today, over = await script(keys=[w.key for w in windows] + [day_key], args=args)
         except Exception as exc:
             raise VelocityUnavailable(str(exc)) from exc
-        return [int(i) - 1 for i in over or []]
+        return Check([int(c) for c in counts or []], int(today or 0), [int(i) - 1 for i in over or []])
+
+    async def release(self, windows: Sequence[Window], day_key: str, now_ms: int, member: str) -> None:
+        _, _, script = self._client()
+        await script(keys=[w.key for w in windows] + [day_key], args=[member])
 
 
 # --- the stages' entry points --------------------------------------------------------------
@@ -194,34 +255,60 @@ def day_key(agent: str, intent: str, now_ms: int) -> str:
     return f"intended:day:{day}:{agent}:{intent}"
 
 
+def new_member(now_ms: int) -> str:
+    return f"{now_ms}-{uuid.uuid4().hex}"
+
+
 def _windows(rules: Sequence[VelocityRule], ctx: CallContext) -> list[Window]:
     return [Window(window_key(r, ctx.agent.name, ctx.intent), r.window_seconds * 1000, r.max_calls) for r in rules]
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of read()'s check, settled by enforce() once the policy has decided."""
+
+    rules: tuple[VelocityRule, ...]
+    windows: tuple[Window, ...]
+    day_key: str
+    now_ms: int
+    member: str
+    check: Check
+
+
 async def read(policy: PolicyIndex, ctx: CallContext, *, now_ms: int | None = None) -> dict[str, int]:
-    """Calls in each applicable rule's window (and today's count when the risk model uses it)."""
+    """Calls in each applicable rule's window (and today's count when the risk model uses it),
+    in the same round trip that counts the call if every window has room (enforce() settles it)."""
     now_ms = clock_ms() if now_ms is None else now_ms
     rules = policy.velocity_for(ctx.intent, ctx.agent)
     wants_day = uses_daily_count(ctx.server.domain_pack, ctx.intent)
     if not rules and not wants_day:
         return {}
+    windows = _windows(rules, ctx)
+    today_key = day_key(ctx.agent.name, ctx.intent, now_ms)
+    member = new_member(now_ms)
     try:
-        found, today = await counters().counts(
-            _windows(rules, ctx), day_key(ctx.agent.name, ctx.intent, now_ms) if wants_day else None, now_ms
-        )
+        check = await counters().check(windows, today_key, now_ms, member)
     except VelocityUnavailable:
         if rules:
             raise
         log.warning("velocity store unreachable: daily count unknown for %s", ctx.intent)
         return {}
-    counts = {r.id: n for r, n in zip(rules, found, strict=True)}
-    if today is not None:
-        counts[DAILY_COUNT] = today
+    ctx.velocity_admission = Admission(tuple(rules), tuple(windows), today_key, now_ms, member, check)
+    counts = {r.id: n for r, n in zip(rules, check.counts, strict=True)}
+    if wants_day:
+        counts[DAILY_COUNT] = check.today
     return counts
 
 
 async def enforce(policy: PolicyIndex, ctx: CallContext, *, now_ms: int | None = None) -> None:
-    """Count the call if every applicable rule has room; otherwise apply the exceeded action."""
+    """Settle the call against the velocity rules: apply the exceeded action when a window was
+    full, uncount a call counted by read() that the policy denied. Without a read() before it,
+    count the call now if every applicable rule has room."""
+    admission: Admission | None = ctx.velocity_admission
+    if admission is not None:
+        ctx.velocity_admission = None
+        _settle(ctx, admission)
+        return
     if ctx.decision == DENY:
         return
     now_ms = clock_ms() if now_ms is None else now_ms
@@ -238,6 +325,38 @@ async def enforce(policy: PolicyIndex, ctx: CallContext, *, now_ms: int | None =
         return
     if over:
         apply_exceeded(ctx, [rules[i] for i in over])
+
+
+def _settle(ctx: CallContext, admission: Admission) -> None:
+    if ctx.decision == DENY:
+        if admission.check.counted:
+            _in_background(counters().release(admission.windows, admission.day_key, admission.now_ms, admission.member))
+        return
+    if admission.check.over:
+        apply_exceeded(ctx, [admission.rules[i] for i in admission.check.over])
+
+
+_releases: set[asyncio.Task[None]] = set()
+
+
+def _in_background(release: Coroutine[Any, Any, None]) -> None:
+    """Uncounting a denied call is not on the latency path; if it fails, the call stays counted
+    until its window passes (a stricter limit for a while, never a looser one)."""
+    task = asyncio.get_running_loop().create_task(release)
+    _releases.add(task)
+    task.add_done_callback(_released)
+
+
+async def released() -> None:
+    """Wait for the background uncounting started so far (for tests and shutdown)."""
+    if _releases:
+        await asyncio.gather(*_releases, return_exceptions=True)
+
+
+def _released(task: asyncio.Task[None]) -> None:
+    _releases.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("velocity: could not uncount a denied call: %s", task.exception())
 
 
 def apply_exceeded(ctx: CallContext, exceeded: Sequence[VelocityRule]) -> None:

@@ -220,3 +220,26 @@ async def test_it_counts_todays_calls_for_the_risk_model():
             index.decide(ctx)
             await velocity.enforce(index, ctx, now_ms=86_400_000 + n)
     assert factors == [False] * 9 + [True]  # the 10th refund of the day
+
+
+@pytest.mark.parametrize("redis_url", ["", pytest.param(REDIS_URL, marks=needs_redis)])
+async def test_it_uncounts_a_call_the_policy_denies_after_reading_the_counts(redis_url):
+    """One round trip reads the counts and counts the call; a call the policy then denies is
+    taken back, so velocity rules count only the calls they admit."""
+    agent = SUPPORT.__class__(**{**SUPPORT.__dict__, "name": f"support-{uuid.uuid4().hex[:8]}"})
+    index = rules.compile({"policies": [
+        {"intent": "financial.refund.process", "decision": "deny", "when": "args.amount > 100"},
+        {"intent": "financial.refund.process", "decision": "allow"}], "velocity_rules": [
+        {"agent": agent.name, "intent": "financial.refund.process", "window": "3600s", "max_calls": 2,
+         "exceeded_action": "deny"}]})
+    with override_settings(REDIS_URL=redis_url):
+        decisions = []
+        for n, amount in enumerate([500, 5, 500, 5, 5]):
+            ctx = call(agent, "process_refund", {"amount": amount})
+            ctx.velocity = await velocity.read(index, ctx, now_ms=10_000 + n)
+            index.decide(ctx)
+            await velocity.enforce(index, ctx, now_ms=10_000 + n)
+            decisions.append(ctx.decision)
+            await velocity.released()  # the uncounting is in the background
+    assert decisions == ["deny", "allow", "deny", "allow", "deny"]
+    assert ctx.velocity["velocity[0]"] == 2

@@ -93,6 +93,8 @@ def parse_message(raw: bytes) -> Message:
         raise InvalidMessage(PARSE_ERROR, f"Parse error: duplicate key {str(dup)!r} in JSON body") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidMessage(PARSE_ERROR, f"Parse error: {exc}") from None
+    except RecursionError:
+        raise InvalidMessage(PARSE_ERROR, "Parse error: the JSON body is nested too deeply") from None
     if isinstance(body, list):
         raise InvalidMessage(INVALID_REQUEST, "Invalid Request: batches are not accepted")
     if not isinstance(body, dict):

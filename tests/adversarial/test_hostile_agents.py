@@ -80,16 +80,10 @@ def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-# Found by this suite, owned by gateway/jsonrpc.py: parse_message lets RecursionError out of
-# json.loads, so a deeply nested body gets "500 Internal gateway error" instead of -32700
-# (nothing is forwarded).
-RECURSION_IS_500 = pytest.mark.xfail(
-    reason="gateway/jsonrpc.py: RecursionError from json.loads becomes a 500", strict=False)
-
 BODIES = [
     # name, body, expected JSON-RPC error code
     pytest.param("nested 100k deep", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
-                 b'"arguments":{"a":' + nested(100_000).encode() + b"}}}", -32700, marks=RECURSION_IS_500),
+                 b'"arguments":{"a":' + nested(100_000).encode() + b"}}}", -32700),
     ("integer with 5000 digits", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
      b'"arguments":{"amount":' + b"9" * 5000 + b"}}}", -32700),
     ("float overflow to infinity", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'

@@ -163,11 +163,18 @@ def tool_annotations(snap: Any, server: str, tool: str) -> Mapping[str, Any]:
 def _pin_from_db(server: str, tool: str) -> PinView | None:
     from policies_app.models import ToolPin
 
+    if _has_control_character(tool):
+        # No tool is pinned under such a name, and PostgreSQL refuses NUL in text outright.
+        return None
     p = ToolPin.objects.filter(server=server, tool=tool).first()
     if p is None:
         return None
     return PinView(p.server, p.tool, p.status, p.definition_hash, (p.definition or {}).get("annotations") or {},
                    p.pending_hash)
+
+
+def _has_control_character(name: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name)
 
 
 async def current_pin(snap: Any, server: str, tool: str) -> PinView | None:

@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from django.db import connection
 
 from tests.adversarial.conftest import (
     LEGACY,
@@ -129,15 +128,6 @@ def test_it_decides_arguments_nested_as_deep_as_json_allows(hostile_world: World
 
 # --- tool names ------------------------------------------------------------------------------
 
-# Found by this suite: on PostgreSQL, text refuses NUL bytes. The audit trail now stores such
-# entries (audit_app retries a refused batch entry by entry, so other agents' calls in the
-# batch are not denied), but the pin lookup for a tool name with a NUL byte
-# (policies_app/pinning.py::_pin_from_db) raises DataError, so the call is denied as "could not
-# decide" instead of answered "Unknown tool" (-32602) like on SQLite. Nothing is forwarded.
-NUL_BREAKS_POSTGRES_LOOKUP = pytest.mark.xfail(
-    condition=connection.vendor == "postgresql", strict=False,
-    reason="policies_app/pinning.py: a pin lookup with a NUL byte raises DataError on PostgreSQL")
-
 LOOKALIKES = [
     "Process_Refund",  # case
     "PROCESS_REFUND",
@@ -146,7 +136,7 @@ LOOKALIKES = [
     "process_refund\u200b",  # zero-width space
     "\u0440rocess_refund",  # Cyrillic er
     "process\u2010refund",  # hyphen look-alike
-    pytest.param("process_refund\x00", marks=NUL_BREAKS_POSTGRES_LOOKUP),  # NUL
+    "process_refund\x00",  # NUL
     "process_refund\r\nX-Injected: 1",  # CRLF
     "ｐrocess_refund",  # fullwidth
     "process_refund/../echo",
@@ -161,7 +151,6 @@ def test_it_treats_a_lookalike_tool_name_as_unknown(hostile_world: World, reads,
     assert calls_upstream(hostile_world) == before
 
 
-@NUL_BREAKS_POSTGRES_LOOKUP
 def test_it_keeps_one_agents_poisoned_calls_from_failing_anothers(hostile_world: World, reads):
     """mallory floods tool names with NUL bytes while alice works: alice's calls are all decided."""
     from gateway import actions

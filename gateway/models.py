@@ -42,6 +42,14 @@ class ConfigStamp(models.Model):
         row = cls.objects.filter(id=1).values_list("generation", flat=True).first()
         return row or 0
 
+    @classmethod
+    def identity(cls) -> tuple[int, str]:
+        """What a snapshot is built from: the generation and when it moved. The time is part of
+        it because a restored or re-created database can repeat a generation number with other
+        contents, and a gateway must not keep serving the old configuration then."""
+        row = cls.objects.filter(id=1).values_list("generation", "changed_at").first()
+        return (row[0], row[1].isoformat()) if row else (0, "")
+
 
 class Server(models.Model):
     TRANSPORT_HTTP = "http"

@@ -1,6 +1,6 @@
 """A frozen, in-memory view of everything the hot path needs: agents, keys, servers, policy.
 
-Built from the database in one go and swapped atomically when `ConfigStamp.generation` moves.
+Built from the database in one go and swapped atomically when `ConfigStamp` moves.
 A call never queries the database for authentication or policy; each process checks the
 stamp at most every INTENDED_CONFIG_POLL_SECONDS.
 """
@@ -32,7 +32,7 @@ class KeyView:
 
 @dataclass(frozen=True)
 class Snapshot:
-    generation: int
+    generation: tuple[int, str]  # ConfigStamp.identity()
     agents: Mapping[str, AgentView]
     keys: Mapping[str, KeyView]  # by prefix; only keys that are not revoked
     servers: Mapping[str, ServerView]
@@ -82,7 +82,7 @@ def build_snapshot() -> Snapshot:
     from policies_app.rules import load_policy_index
 
     with transaction.atomic():
-        generation = ConfigStamp.current()
+        generation = ConfigStamp.identity()
         agents = {a.name: _agent_view(a) for a in Agent.objects.all()}
         keys = {
             k.prefix: KeyView(k.id, k.prefix, k.secret_hash, k.agent.name, k.expires_at)
@@ -121,10 +121,10 @@ class SnapshotCache:
             return self._snapshot
 
 
-def _current_generation() -> int:
+def _current_generation() -> tuple[int, str]:
     from gateway.models import ConfigStamp
 
-    return ConfigStamp.current()
+    return ConfigStamp.identity()
 
 
 def key_is_live(key: KeyView) -> bool:

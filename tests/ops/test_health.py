@@ -59,11 +59,6 @@ def test_it_tells_a_stranger_the_status_alone(live_upstream):
 
 @pytest.fixture
 def key_dir(settings, tmp_path):
-    # Each test starts from a flushed database, so a configuration generation can repeat: the
-    # upstream probe cache (keyed by generation) must not carry one test's servers into another.
-    from gateway import operations
-
-    operations._upstream_cache.update(at=0.0, generation=None, checks={})
     settings.INTENDED_SIGNING_KEY_DIR = tmp_path / "signing-keys"
     return settings.INTENDED_SIGNING_KEY_DIR
 

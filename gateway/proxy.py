@@ -427,6 +427,8 @@ class MessageHook:
     for what agents send (the gateway decides on it), not for answers it relays."""
 
     started: float = 0.0
+    last_event_id: str | None = None  # of the last SSE event relayed
+    cut_mid_event: bool = False  # the SSE stream ended inside an event
 
     async def on_message(self, payload: bytes) -> bytes | None:
         return None
@@ -517,9 +519,14 @@ class ToolCallOutcome(MessageHook):
         await record_outcome(self.ctx, "error" if failed else "ok", self.started, payload)
         return None
 
+    @property
+    def resumable(self) -> bool:
+        """The SSE stream ended cleanly after an event the agent can resume from (Last-Event-ID):
+        the result may still come on the resumed stream."""
+        return self.last_event_id is not None and not self.cut_mid_event
+
     async def finished(self, started: float) -> None:
         if not self.recorded:
-            # The stream ended without the result (it may come on a resumed GET stream).
             remember_pending((self.ex.server.name, self.ex.session_id, _id_key(self.request_id)), self.ctx)
 
     async def failed(self, status: str, started: float) -> None:
@@ -583,12 +590,22 @@ async def relay(ex: Exchange, answer: UpstreamResponse, hook: MessageHook | None
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers
                if k not in DROPPED_RESPONSE_HEADERS]
     if is_sse:
-        await response.start(answer.status, headers)
-        await pump_sse(answer, hook, response.chunk)
+        async def emit(chunk: bytes) -> None:
+            # Started on the first event, so a call whose stream brings nothing can still be
+            # answered with a plain JSON-RPC error.
+            if not response.started:
+                await response.start(answer.status, headers)
+            await response.chunk(chunk)
+
+        await pump_sse(answer, hook, emit)
+        expect_call_answered(ex, answer, hook, content_type)
+        if not response.started:
+            await response.start(answer.status, headers)
         await response.end()
-    elif is_json and hook is not None:
+    elif hook is not None and (is_json or isinstance(hook, ToolCallOutcome)):
         payload = b"".join([chunk async for chunk in answer.body])
-        replaced = await hook.on_message(payload) if payload else None
+        replaced = await offer_message(hook, payload) if payload else None
+        expect_call_answered(ex, answer, hook, content_type)
         body = replaced if replaced is not None else payload
         await response.start(answer.status, [*headers, (b"content-length", str(len(body)).encode())])
         await response.end(body)
@@ -608,15 +625,40 @@ async def relay_into_committed_sse(ex: Exchange, answer: UpstreamResponse, hook:
     answer continues it, as events."""
     if is_sse:
         await pump_sse(answer, hook, ex.response.chunk)
+        expect_call_answered(ex, answer, hook, "text/event-stream")
     else:
         payload = b"".join([chunk async for chunk in answer.body])
         if answer.status >= 400 or not payload:
             request_id = ex.message.id if ex.message is not None else None
             payload = jsonrpc.error_body(request_id, jsonrpc.UPSTREAM_UNREACHABLE,
                                          f"Upstream {ex.server.name} answered HTTP {answer.status}")
-        replaced = await hook.on_message(payload) if hook is not None else None
+        replaced = await offer_message(hook, payload) if hook is not None else None
+        expect_call_answered(ex, answer, hook, answer.header("content-type") or "")
         await ex.response.chunk(jsonrpc.sse_message(replaced if replaced is not None else payload))
     await ex.response.end()
+
+
+async def offer_message(hook: MessageHook, payload: bytes) -> bytes | None:
+    try:
+        return await hook.on_message(payload)
+    except ValueError:
+        return None  # not JSON: not a message the hook acts on
+
+
+def expect_call_answered(ex: Exchange, answer: UpstreamResponse, hook: MessageHook | None,
+                         content_type: str) -> None:
+    """A tools/call answer that is not the call's JSON-RPC response (garbage, another id, an
+    error page, a stream cut mid-event) is a failed call: the agent gets a JSON-RPC error and
+    the call an outcome entry. Only a stream that ended cleanly after an event the agent can
+    resume from may still bring the result."""
+    if not isinstance(hook, ToolCallOutcome) or hook.recorded or hook.resumable:
+        return
+    if hook.cut_mid_event:
+        what = "hung up in the middle of an event"
+    else:
+        kind = content_type.split(";")[0].strip() or "no content type"
+        what = f"answered HTTP {answer.status} ({kind}) without a JSON-RPC response to this call"
+    raise UpstreamError(f"Upstream {ex.server.name} {what}")
 
 
 async def pump_sse(answer: UpstreamResponse, hook: MessageHook | None,
@@ -632,11 +674,25 @@ async def pump_sse(answer: UpstreamResponse, hook: MessageHook | None,
             await emit(await rewrite_event(raw, hook))
     rest = splitter.rest()
     if rest:
+        event = jsonrpc.parse_sse_event(rest)
+        if event.is_message and not _is_json(event.data):
+            hook.cut_mid_event = True  # a client discards an unterminated event: so does the gateway
+            return
         await emit(await rewrite_event(rest, hook))
+
+
+def _is_json(data: str) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
 
 
 async def rewrite_event(raw: bytes, hook: MessageHook) -> bytes:
     event = jsonrpc.parse_sse_event(raw)
+    if event.id is not None:
+        hook.last_event_id = event.id
     if not event.is_message:
         return raw
     try:

@@ -33,22 +33,14 @@ def still_serving(world: World) -> None:
     assert answer["result"]["content"][0]["text"] == json.dumps({"text": "still here"})
 
 
-# Found by this suite, owned by gateway/proxy.py: an answer to a tools/call that is not a
-# JSON-RPC response with the call's id (garbage, another id, a stream cut before the response,
-# an HTTP error page) is relayed to the agent as is, and the call gets no outcome entry
-# (ToolCallOutcome.finished() parks it in pending_calls for a resumed stream that a stateless
-# server never opens).
-RELAYED_UNAUDITED = pytest.mark.xfail(
-    reason="gateway/proxy.py relays a non-response as is and records no outcome", strict=False)
-
 CASES = [
     # tool, what the agent must be told (in the JSON-RPC error message), outcome status
     ("hang", "did not answer within", "timeout"),
-    pytest.param("garbage", "", "error", marks=RELAYED_UNAUDITED),
-    pytest.param("wrong_id", "", "error", marks=RELAYED_UNAUDITED),
+    ("garbage", "", "error"),
+    ("wrong_id", "", "error"),
     ("cut_json", "", "error"),
-    pytest.param("cut_sse", "", "error", marks=RELAYED_UNAUDITED),
-    pytest.param("http500", "", "error", marks=RELAYED_UNAUDITED),
+    ("cut_sse", "", "error"),
+    ("http500", "", "error"),
 ]
 
 

@@ -39,8 +39,8 @@ def content_security_policy(nonce: str) -> str:
     return "; ".join(directives)
 
 
-class ContentSecurityPolicyMiddleware:
-    """Sets `request.csp_nonce` and the CSP header. Sync and async capable, keeps no state."""
+class SyncAndAsyncMiddleware:
+    """Runs in Django's sync or async handler, whichever the next layer is (no thread hop)."""
 
     sync_capable = True
     async_capable = True
@@ -49,6 +49,13 @@ class ContentSecurityPolicyMiddleware:
         self.get_response = get_response
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+
+class ContentSecurityPolicyMiddleware(SyncAndAsyncMiddleware):
+    """Sets `request.csp_nonce` and the CSP header. Sync and async capable, keeps no state."""
 
     def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         if iscoroutinefunction(self):
@@ -73,16 +80,8 @@ class ContentSecurityPolicyMiddleware:
         return response
 
 
-class RequireTLSMiddleware:
+class RequireTLSMiddleware(SyncAndAsyncMiddleware):
     """With INTENDED_REQUIRE_TLS, plain HTTP from a client not on this host gets 403."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         refusal = self._refusal(request)

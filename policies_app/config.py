@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -440,16 +440,24 @@ def _escalation(v: Validator, raw: Any, path: Path, desired: Desired) -> dict[st
     return out
 
 
-def _policies(v: Validator, raw: Any, desired: Desired) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for i, item in enumerate(_list(v, raw, ("policies",))):
-        path: Path = ("policies", i)
-        spec = v.mapping(item, path, POLICY_KEYS)
+def _rule_specs(v: Validator, raw: Any, section: str,
+                keys: set[str]) -> Iterator[tuple[Path, dict[str, Any], dict[str, Any]]]:
+    """Each valid mapping in the rule list `section`: its path, its spec, and the rule being
+    built from it, which already carries the rule's name when it has one."""
+    for i, item in enumerate(_list(v, raw, (section,))):
+        path: Path = (section, i)
+        spec = v.mapping(item, path, keys)
         if spec is None:
             continue
         rule: dict[str, Any] = {}
         if "name" in spec:
             rule["name"] = v.text(spec["name"], path + ("name",), pattern=SLUG, what="a slug")
+        yield path, spec, rule
+
+
+def _policies(v: Validator, raw: Any, desired: Desired) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for path, spec, rule in _rule_specs(v, raw, "policies", POLICY_KEYS):
         rule["intent"] = _intent(v, spec.get("intent"), path + ("intent",))
         if "agents" in spec:
             agents = spec["agents"]
@@ -502,14 +510,7 @@ def _conditions(v: Validator, raw: Any, path: Path) -> dict[str, Any]:
 
 def _velocity_rules(v: Validator, raw: Any, desired: Desired) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for i, item in enumerate(_list(v, raw, ("velocity_rules",))):
-        path: Path = ("velocity_rules", i)
-        spec = v.mapping(item, path, VELOCITY_KEYS)
-        if spec is None:
-            continue
-        rule: dict[str, Any] = {}
-        if "name" in spec:
-            rule["name"] = v.text(spec["name"], path + ("name",), pattern=SLUG, what="a slug")
+    for path, spec, rule in _rule_specs(v, raw, "velocity_rules", VELOCITY_KEYS):
         if "agent" in spec:
             agent = v.text(spec["agent"], path + ("agent",))
             if agent is not None:

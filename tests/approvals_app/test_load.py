@@ -18,55 +18,12 @@ import httpx
 import pytest
 
 from tests.approvals_app.test_browser import ARTIFACTS, CONFIG, refund_upstream, refunds_made
+from tests.scaleout.cluster import gateway_pid, modern_headers, read_answer, request, rss_kib
 from tests.support.processes import live_gateway
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 HELD = int(os.environ.get("INTENDED_HOLD_LOAD", "500"))
-MODERN = "2026-07-28"
-
-
-def modern_headers(key: str, method: str, name: str = "") -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-               "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": MODERN,
-               "Mcp-Method": method}
-    if name:
-        headers["Mcp-Name"] = name
-    return headers
-
-
-def modern_body(request_id: int, method: str, params: dict[str, Any]) -> bytes:
-    meta = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
-    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
-                       "params": params | {"_meta": meta}}).encode()
-
-
-async def read_answer(response: httpx.Response) -> dict[str, Any]:
-    """The JSON-RPC answer from a JSON or SSE response (keep-alives and progress skipped)."""
-    if response.headers.get("content-type", "").startswith("application/json"):
-        return json.loads(await response.aread())
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            message = json.loads(line[5:])
-            if "result" in message or "error" in message:
-                return message
-    raise AssertionError("the stream ended without an answer")
-
-
-def rss_kib(port: int) -> int:
-    """Resident memory of the gateway process listening on `port` (our own child)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"uvicorn" in b" ".join(argv) and str(port).encode() in argv:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    raise AssertionError(f"no gateway process on port {port}")
 
 
 def test_it_holds_and_releases_many_calls_on_one_process(tmp_path: Path):
@@ -91,19 +48,19 @@ def test_it_holds_and_releases_many_calls_on_one_process(tmp_path: Path):
 
 async def hold_and_release(base: str, key: str, token: str) -> dict[str, Any]:
     url = f"{base}/mcp/customer-ops"
-    port = int(base.rsplit(":", 1)[1])
+    pid = gateway_pid(base)
     limits = httpx.Limits(max_connections=HELD + 50, max_keepalive_connections=HELD + 50)
     async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=600), limits=limits) as http:
-        listed = await http.post(url, content=modern_body(0, "tools/list", {}), headers=modern_headers(key, "tools/list"))
+        listed = await http.post(url, content=request(0, "tools/list", {}, modern=True), headers=modern_headers(key, "tools/list"))
         assert listed.status_code == 200, listed.text
-        rss_idle = rss_kib(port)
+        rss_idle = rss_kib(pid)
         answered: dict[str, float] = {}
         results: dict[str, dict[str, Any]] = {}
 
         async def agent_call(i: int) -> None:
             reason = f"load-{i}"
             args = {"customer_id": "cus_1001", "amount": 1 + i / 100, "reason": reason}
-            body = modern_body(i + 1, "tools/call", {"name": "process_refund", "arguments": args})
+            body = request(i + 1, "tools/call", {"name": "process_refund", "arguments": args}, modern=True)
             async with http.stream("POST", url, content=body, headers=modern_headers(key, "tools/call", "process_refund")) as response:
                 results[reason] = await read_answer(response)
                 answered[reason] = time.monotonic()
@@ -118,7 +75,7 @@ async def hold_and_release(base: str, key: str, token: str) -> dict[str, Any]:
             pending = got.json()
             assert not any(c.done() and c.exception() for c in calls), [c.exception() for c in calls if c.done()]
         all_held = time.monotonic() - started
-        rss_held = rss_kib(port)
+        rss_held = rss_kib(pid)
 
         approved_at: dict[str, float] = {}
         decided_at: dict[str, float] = {}

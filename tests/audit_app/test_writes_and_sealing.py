@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from django.db import connection, transaction
 from audit_app import actions, queries, tasks
 from audit_app.models import AuditEntry, ChainHead, Checkpoint
 from tests.audit_app.conftest import SCENARIO, call
-from tests.support.processes import ROOT, child_env
+from tests.support.processes import child_env, started
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -137,19 +136,10 @@ def test_it_seals_under_celery_beat_with_the_redis_broker(tmp_path: Path, signin
     argv = [sys.executable, "-m", "celery", "-A", "intended", "worker", "-B", "--pool", "solo", "--loglevel", "INFO",
             "-s", str(tmp_path / "beat-schedule"), "-n", f"audit-test-{os.getpid()}@%h"]
     log = tmp_path / "celery.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while not Checkpoint.objects.filter(size=1).exists() and time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.2)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with started(argv, env, log, stop_seconds=20) as proc:
+        deadline = time.monotonic() + 60
+        while not Checkpoint.objects.filter(size=1).exists() and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
     assert Checkpoint.objects.filter(size=1).exists(), log.read_text()[-3000:]

@@ -4,7 +4,6 @@ that logs every HTTP request it receives, the gateway itself, and the personas a
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import ROOT, free_port, live_gateway, running, wait_until_listening
+from tests.support.processes import (
+    ROOT,
+    free_port,
+    live_gateway,
+    running,
+    started,
+    wait_until_listening,
+)
 
 UPSTREAM_APP = ROOT / "tests" / "gateway" / "upstream_app.py"
 UPSTREAM_CREDENTIAL = "upstream-secret-for-the-gateway"
@@ -40,11 +46,16 @@ class Upstream:
         return [r["mcp_method"] for r in self.requests()]
 
 
-@contextmanager
-def running_upstream(tmp_path: Path, mode: str) -> Iterator[Upstream]:
+def upstream_command(tmp_path: Path, mode: str) -> tuple[int, Path, list[str]]:
+    """A free port, the request log and the argv for one upstream_app process."""
     port = free_port()
     log = tmp_path / f"upstream-{mode}-{port}.jsonl"
-    argv = [sys.executable, str(UPSTREAM_APP), "--port", str(port), "--mode", mode, "--log", str(log)]
+    return port, log, [sys.executable, str(UPSTREAM_APP), "--port", str(port), "--mode", mode, "--log", str(log)]
+
+
+@contextmanager
+def running_upstream(tmp_path: Path, mode: str) -> Iterator[Upstream]:
+    port, log, argv = upstream_command(tmp_path, mode)
     with running(argv, port, log=tmp_path / f"upstream-{mode}-{port}.out"):
         yield Upstream(f"http://127.0.0.1:{port}/mcp", log)
 
@@ -53,20 +64,9 @@ def running_upstream(tmp_path: Path, mode: str) -> Iterator[Upstream]:
 def starting_upstream(tmp_path: Path, mode: str) -> Iterator[tuple[Upstream, Callable[[], None]]]:
     """Like running_upstream, but returns at once with a function that waits until it listens,
     so the gateway can start meanwhile (both take seconds to import)."""
-    port = free_port()
-    log = tmp_path / f"upstream-{mode}-{port}.jsonl"
-    argv = [sys.executable, str(UPSTREAM_APP), "--port", str(port), "--mode", mode, "--log", str(log)]
-    with open(tmp_path / f"upstream-{mode}-{port}.out", "wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield Upstream(f"http://127.0.0.1:{port}/mcp", log), lambda: wait_until_listening(port, proc)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    port, log, argv = upstream_command(tmp_path, mode)
+    with started(argv, log=tmp_path / f"upstream-{mode}-{port}.out") as proc:
+        yield Upstream(f"http://127.0.0.1:{port}/mcp", log), lambda: wait_until_listening(port, proc)
 
 
 @dataclass

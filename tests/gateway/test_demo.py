@@ -17,7 +17,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from tests.support.processes import ROOT, free_port, wait_until_listening
+from tests.support.processes import ROOT, free_port, running
 
 KEY_LINE = re.compile(r"^\s+(lookup-agent|support-agent|analytics-agent)\s+(int_\S+)\s*$", re.M)
 LOGIN_LINE = re.compile(r"^\s+(admin|carol|dave|erin)\s+(\S+)\s+\(", re.M)
@@ -36,20 +36,10 @@ def demo_env(tmp_path_factory) -> dict[str, str]:
 def demo(demo_env) -> Iterator[tuple[str, dict[str, str], str]]:
     port = free_port()
     log = Path(demo_env["INTENDED_DATA_DIR"]) / "demo.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "manage.py", "demo", "--port", str(port)],
-                                cwd=ROOT, env=demo_env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            # migrating a fresh database comes first: give a loaded machine time
-            wait_until_listening(port, proc, seconds=120)
-            yield f"http://127.0.0.1:{port}", dict(KEY_LINE.findall(log.read_text())), log.read_text()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    argv = [sys.executable, "manage.py", "demo", "--port", str(port)]
+    # migrating a fresh database comes first: give a loaded machine time
+    with running(argv, port, demo_env, log, seconds=120, stop_seconds=15):
+        yield f"http://127.0.0.1:{port}", dict(KEY_LINE.findall(log.read_text())), log.read_text()
 
 
 def test_it_prints_the_urls_keys_and_logins(demo):
@@ -131,14 +121,8 @@ def test_it_serves_the_product_with_the_serve_command(transactional_db):
 
     port = free_port()
     argv = [sys.executable, "manage.py", "serve", "--port", str(port)]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(UVICORN_LOG_LEVEL="warning"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until_listening(port, proc, seconds=60)
+    with running(argv, port, child_env(UVICORN_LOG_LEVEL="warning"), seconds=60, stop_seconds=15):
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/admin/login/").status_code == 200
         refused = httpx.post(f"{base}/mcp/customer-ops", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         assert refused.status_code == 401
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from tests.policies_app.test_acceptance import Upstream, customer_ops
-from tests.support.processes import ROOT, child_env, live_gateway
+from tests.support.processes import child_env, live_gateway, started
 
 LEGACY = "2025-11-25"
 MODERN = "2026-07-28"
@@ -100,17 +100,8 @@ def shared_env(tmp_path: Path) -> dict[str, str]:
 def celery_worker(tmp_path: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
     argv = [sys.executable, "-m", "celery", "-A", "intended", "worker", "-B", "--pool", "solo", "--loglevel", "INFO",
             "-s", str(tmp_path / "beat-schedule"), "-n", f"scaleout-{uuid.uuid4().hex[:8]}@%h"]
-    with (tmp_path / "celery.log").open("wb") as out:
-        proc = subprocess.Popen(argv, env=child_env(**env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with started(argv, child_env(**env), tmp_path / "celery.log", stop_seconds=20) as proc:
+        yield proc
 
 
 @contextmanager

@@ -59,21 +59,32 @@ def wait_until_listening(port: int, proc: subprocess.Popen, seconds: float = 20.
 
 
 @contextmanager
-def running(argv: Sequence[str], port: int, env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[subprocess.Popen]:
+def started(argv: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None,
+            stop_seconds: float = 10.0) -> Iterator[subprocess.Popen]:
+    """Start argv from the project root without waiting for it; on leaving, terminate it and
+    kill it if it has not exited after stop_seconds."""
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(list(argv), env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_until_listening(port, proc)
         yield proc
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=stop_seconds)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
         if log:
             out.close()  # type: ignore[union-attr]
+
+
+@contextmanager
+def running(argv: Sequence[str], port: int, env: dict[str, str] | None = None, log: Path | None = None,
+            seconds: float = 20.0, stop_seconds: float = 10.0) -> Iterator[subprocess.Popen]:
+    """Like started, but waits (up to seconds) until something listens on port."""
+    with started(argv, env, log, stop_seconds) as proc:
+        wait_until_listening(port, proc, seconds)
+        yield proc
 
 
 @contextmanager

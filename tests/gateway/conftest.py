@@ -99,6 +99,7 @@ def allow_policies() -> None:
 
 def make_world(base: str, upstream: Upstream, server: str = "up", **server_fields: Any) -> World:
     from gateway import actions
+    from gateway.models import Agent
 
     actions.save_server(acting_user="tests", name=server, url=upstream.url,
                         credential_header="X-Upstream-Token", credential=UPSTREAM_CREDENTIAL, **server_fields)
@@ -109,26 +110,38 @@ def make_world(base: str, upstream: Upstream, server: str = "up", **server_field
     }
     keys = {}
     for name, scope in personas.items():
-        agent = actions.save_agent(acting_user="tests", name=name, tool_scope=scope)
+        # Another world may share the database (two module worlds): keep its servers in scope.
+        existing = Agent.objects.filter(name=name).values_list("tool_scope", flat=True).first() or {}
+        agent = actions.save_agent(acting_user="tests", name=name, tool_scope={**existing, **scope})
         keys[name] = actions.issue_key(acting_user="tests", agent=agent)[1]
     allow_policies()
     return World(base, server, upstream, keys)
 
 
+# Module worlds alive in this process. They share the test database, so only the first one
+# flushes it on the way in and only the last one on the way out; each has a server of its own.
+_live_committed_worlds = 0
+
+
 @contextmanager
-def committed_world(django_db_blocker: Any, tmp_path: Path, mode: str) -> Iterator[World]:
+def committed_world(django_db_blocker: Any, tmp_path: Path, mode: str, server: str = "up") -> Iterator[World]:
     """A world shared by the tests of one module that only talk HTTP to it: its rows are
     committed for the module's lifetime (the gateway is another process) and flushed after."""
+    global _live_committed_worlds
     from django.core.management import call_command
 
     with starting_upstream(tmp_path, mode) as (upstream, wait), django_db_blocker.unblock():
-        call_command("flush", interactive=False, verbosity=0)
+        if _live_committed_worlds == 0:
+            call_command("flush", interactive=False, verbosity=0)
+        _live_committed_worlds += 1
         try:
             with live_gateway() as base:
                 wait()
-                yield make_world(base, upstream)
+                yield make_world(base, upstream, server=server)
         finally:
-            call_command("flush", interactive=False, verbosity=0)
+            _live_committed_worlds -= 1
+            if _live_committed_worlds == 0:
+                call_command("flush", interactive=False, verbosity=0)
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +172,7 @@ def shared_world(test_database: None, django_db_blocker: Any, tmp_path_factory: 
 
 @pytest.fixture(scope="module")
 def shared_stateless_world(test_database: None, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[World]:
-    with committed_world(django_db_blocker, tmp_path_factory.mktemp("gw"), "stateless") as world:
+    with committed_world(django_db_blocker, tmp_path_factory.mktemp("gw"), "stateless", server="up-stateless") as world:
         yield world
 
 

@@ -258,18 +258,24 @@ def _unique(v: Validator, seen: set[str], name: str | None, path: Path, what: st
     return True
 
 
-def _servers(v: Validator, raw: Any, environ: Mapping[str, str], secrets: dict[str, str]) -> dict[str, dict[str, Any]]:
-    servers: dict[str, dict[str, Any]] = {}
+def _named_specs(v: Validator, raw: Any, section: str, keys: set[str],
+                 what: str) -> Iterator[tuple[Path, dict[str, Any], str]]:
+    """Each valid mapping in the list `section` with a well-formed name not seen before in it:
+    its path, its spec and its name (servers and agents are identified by their names)."""
     seen: set[str] = set()
-    for i, item in enumerate(_list(v, raw, ("servers",))):
-        path: Path = ("servers", i)
-        spec = v.mapping(item, path, SERVER_KEYS)
+    for i, item in enumerate(_list(v, raw, (section,))):
+        path: Path = (section, i)
+        spec = v.mapping(item, path, keys)
         if spec is None:
             continue
         name = v.text(spec.get("name"), path + ("name",), pattern=SLUG, what="a slug (letters, digits, - and _)")
-        if not _unique(v, seen, name, path + ("name",), "the server"):
-            continue
-        assert name is not None
+        if name is not None and _unique(v, seen, name, path + ("name",), what):
+            yield path, spec, name
+
+
+def _servers(v: Validator, raw: Any, environ: Mapping[str, str], secrets: dict[str, str]) -> dict[str, dict[str, Any]]:
+    servers: dict[str, dict[str, Any]] = {}
+    for path, spec, name in _named_specs(v, raw, "servers", SERVER_KEYS, "the server"):
         url = spec.get("url")
         command = spec.get("command")
         if (url is None) == (command is None):
@@ -328,16 +334,7 @@ def _servers(v: Validator, raw: Any, environ: Mapping[str, str], secrets: dict[s
 def _agents(v: Validator, raw: Any, desired: Desired) -> dict[str, dict[str, Any]]:
     servers = set(desired.servers) if desired.servers is not None else v.known.servers
     agents: dict[str, dict[str, Any]] = {}
-    seen: set[str] = set()
-    for i, item in enumerate(_list(v, raw, ("agents",))):
-        path: Path = ("agents", i)
-        spec = v.mapping(item, path, AGENT_KEYS)
-        if spec is None:
-            continue
-        name = v.text(spec.get("name"), path + ("name",), pattern=SLUG, what="a slug (letters, digits, - and _)")
-        if not _unique(v, seen, name, path + ("name",), "the agent"):
-            continue
-        assert name is not None
+    for path, spec, name in _named_specs(v, raw, "agents", AGENT_KEYS, "the agent"):
         owner = spec.get("owner", "")
         if owner and v.text(owner, path + ("owner",), pattern=USERNAME, what="a user name") is None:
             owner = ""

@@ -11,9 +11,15 @@ from tests.support.processes import free_port, running
 
 
 @pytest.fixture(autouse=True)
-def fresh_upstream_cache():
+def fresh_caches():
+    # Each test flushes the database; a snapshot cached by the one before would otherwise
+    # keep its servers (and their upstream probes) for up to a poll interval.
+    from gateway.snapshot import snapshots
+
+    snapshots.invalidate()
     operations._upstream_cache.update(at=0.0, generation=None, checks={})
     yield
+    snapshots.invalidate()
     operations._upstream_cache.update(at=0.0, generation=None, checks={})
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from channels.db import database_sync_to_async
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
@@ -149,91 +150,141 @@ def _column(draft: dict[str, str], name: str, limit: int) -> str:
     encoded = draft.get(name)
     if encoded is None or not encoded.startswith('"'):
         return ""
+    if "\\" not in encoded:  # no escapes: the JSON string is its text in quotes
+        return encoded[1:-1][:limit]
     # a query column only: PostgreSQL text cannot hold NUL (the canonical bytes keep it, escaped)
     return str(json.loads(encoded)).replace("\x00", "\ufffd")[:limit]
 
 
-def _row(draft: dict[str, str], seq: int, prev: str, stamp: dict[str, str]) -> tuple[bytes, str]:
-    data = chain.canonical_object({**draft, **stamp, "seq": str(seq), "prev": f'"{prev}"'})
-    return data, chain.leaf_hash(data).hex()
+def _linked(drafts: list[dict[str, str]], seq: int, prev: str, now: datetime) -> list[tuple[int, bytes, str]]:
+    """Each draft's (seq, canonical bytes, leaf hash), chained onto the head (seq, prev)."""
+    stamp = chain.canonical_members({"time": _time(now), "v": ENTRY_VERSION})
+    linked = []
+    for draft in drafts:
+        data = chain.canonical_object({**draft, **stamp, "seq": str(seq), "prev": f'"{prev}"'})
+        prev = chain.leaf_hash(data).hex()
+        linked.append((seq, data, prev))
+        seq += 1
+    return linked
 
 
 def append_entries(drafts: list[dict[str, str]]) -> list[AuditEntry]:
-    """Append encoded drafts (`encode_draft`) in one transaction, or inside the caller's."""
-    if connection.vendor == "postgresql" and not connection.in_atomic_block:
-        written = _append_in_one_statement(drafts)
-        if written is not None:
-            return written
+    """Append encoded drafts (`encode_draft`) under the chain head's lock, in one transaction or
+    inside the caller's. The gateway's own batches usually take `_DirectAppender` instead."""
     with transaction.atomic():
         head = _locked_head()
         now = timezone.now()
-        stamp = chain.canonical_members({"time": _time(now), "v": ENTRY_VERSION})
-        seq, prev = head.size, head.last_leaf_hash
-        rows: list[AuditEntry] = []
-        for draft in drafts:
-            data, leaf = _row(draft, seq, prev, stamp)
-            rows.append(_entry(draft, seq, now, data, leaf))
-            seq, prev = seq + 1, leaf
+        rows = [_entry(draft, seq, now, data, leaf)
+                for draft, (seq, data, leaf) in zip(drafts, _linked(drafts, head.size, head.last_leaf_hash, now),
+                                                    strict=True)]
+        size, last = (rows[-1].seq + 1, rows[-1].leaf_hash) if rows else (head.size, head.last_leaf_hash)
         AuditEntry.objects.bulk_create(rows)
-        ChainHead.objects.filter(pk=1).update(size=seq, last_leaf_hash=prev)
-    _head_seen[:] = [seq, prev] if not connection.in_atomic_block else []
+        ChainHead.objects.filter(pk=1).update(size=size, last_leaf_hash=last)
+    _head_seen[:] = [size, last] if not connection.in_atomic_block else []
     return rows
 
 
 def _entry(draft: dict[str, str], seq: int, now: datetime, data: bytes, leaf: str) -> AuditEntry:
-    return AuditEntry(
-        seq=seq, time=now, kind=_column(draft, "kind", 16), call_id=_column(draft, "call_id", 32),
-        agent=_column(draft, "agent", 64), server=_column(draft, "server", 64),
-        tool=_column(draft, "tool", 200), intent=_column(draft, "intent", 200),
-        decision=_column(draft, "decision", 16), canonical=data, leaf_hash=leaf,
-    )
+    return AuditEntry(seq=seq, time=now, canonical=data, leaf_hash=leaf,
+                      **{name: _column(draft, name, limit) for name, limit in QUERY_COLUMNS})
 
+
+# The query columns copied out of each entry, with their length limits (AuditEntry's fields).
+QUERY_COLUMNS = (("kind", 16), ("call_id", 32), ("agent", 64), ("server", 64), ("tool", 200),
+                 ("intent", 200), ("decision", 16))
 
 # The chain head as this process last wrote it: [size, last_leaf_hash], or [] when unknown.
 _head_seen: list[Any] = []
 
 # One round trip, one implicit transaction: move the head only if it is still where this
 # process last saw it (the UPDATE locks the row; a concurrent writer's change makes it match
-# nothing), and insert the rows only if the head moved.
+# nothing), and insert the rows only if the head moved. Parameters go in binary (%b): the
+# canonical bytes need no escaping, a third less client CPU per batch than text.
 _APPEND_SQL = """
 WITH head AS (
-    UPDATE audit_app_chainhead SET size = %s, last_leaf_hash = %s
-    WHERE id = 1 AND size = %s AND last_leaf_hash = %s RETURNING id
+    UPDATE audit_app_chainhead SET size = %b, last_leaf_hash = %b
+    WHERE id = 1 AND size = %b AND last_leaf_hash = %b RETURNING id
 )
 INSERT INTO audit_app_auditentry
     (seq, time, kind, call_id, agent, server, tool, intent, decision, canonical, leaf_hash)
-SELECT r.seq, %s, r.kind, r.call_id, r.agent, r.server, r.tool, r.intent, r.decision, r.canonical, r.leaf_hash
-FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-            %s::text[], %s::bytea[], %s::text[])
+SELECT r.seq, %b, r.kind, r.call_id, r.agent, r.server, r.tool, r.intent, r.decision, r.canonical, r.leaf_hash
+FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+            %b::text[], %b::bytea[], %b::text[])
      AS r(seq, kind, call_id, agent, server, tool, intent, decision, canonical, leaf_hash)
 WHERE EXISTS (SELECT 1 FROM head)
 """
 
 
-def _append_in_one_statement(drafts: list[dict[str, str]]) -> list[AuditEntry] | None:
-    """The gateway's append on PostgreSQL: no ORM, one statement. None when the head this
-    process remembers is stale (another process appended): the caller takes the locked path."""
-    if not _head_seen:
-        return None
-    start, start_prev = _head_seen
-    now = timezone.now()
-    stamp = chain.canonical_members({"time": _time(now), "v": ENTRY_VERSION})
-    seq, prev = start, start_prev
-    rows: list[AuditEntry] = []
-    for draft in drafts:
-        data, leaf = _row(draft, seq, prev, stamp)
-        rows.append(_entry(draft, seq, now, data, leaf))
-        seq, prev = seq + 1, leaf
-    columns = ("seq", "kind", "call_id", "agent", "server", "tool", "intent", "decision", "canonical", "leaf_hash")
-    arrays = [[getattr(row, name) for row in rows] for name in columns]
-    with connection.cursor() as cursor:
-        cursor.execute(_APPEND_SQL, [seq, prev, start, start_prev, now, *arrays])
-        written = cursor.rowcount
-    if written != len(rows):
-        _head_seen[:] = []
-        return None
-    _head_seen[:] = [seq, prev]
-    return rows
+class _DirectAppender:
+    """The gateway's append on PostgreSQL: its own asyncio psycopg connection on the event loop
+    and one statement per batch, with no thread hop, no pool checkout and no ORM (these were
+    most of the audit cost per call). It only knows the head this process wrote last; when
+    another process moved it, `append` returns False and the batch takes the locked path
+    (`append_entries`), which re-reads the head.
+
+    One per process, bound to the event loop that uses it first (the server's): a batch from
+    another loop that is still running takes the locked path; once the owner loop is closed
+    (an `async_to_sync` call, a test), the next loop takes the connection over."""
+
+    IDLE_CLOSE_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self.conn: psycopg.AsyncConnection[Any] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.idle: asyncio.TimerHandle | None = None
+
+    async def append(self, drafts: list[dict[str, str]]) -> bool:
+        loop = asyncio.get_running_loop()
+        if not _head_seen or not self._owned_by(loop):
+            return False
+        start, start_prev = _head_seen
+        now = timezone.now()
+        linked = _linked(drafts, start, start_prev, now)
+        columns: list[list[Any]] = [[seq for seq, _, _ in linked]]
+        columns += [[_column(draft, name, limit) for draft in drafts] for name, limit in QUERY_COLUMNS]
+        columns += [[data for _, data, _ in linked], [leaf for _, _, leaf in linked]]
+        size, last = start + len(linked), linked[-1][2]
+        try:
+            conn = await self._connection(loop)
+            cursor = await conn.execute(_APPEND_SQL, [size, last, start, start_prev, now, *columns])
+        except psycopg.Error:
+            self.close()  # a broken connection is replaced on the next batch
+            raise
+        if cursor.rowcount != len(linked):
+            _head_seen[:] = []
+            return False
+        _head_seen[:] = [size, last]
+        return True
+
+    def _owned_by(self, loop: asyncio.AbstractEventLoop) -> bool:
+        if self.loop is loop:
+            return True
+        if self.loop is not None and not self.loop.is_closed():
+            return False
+        self.close()
+        self.loop = loop
+        return True
+
+    async def _connection(self, loop: asyncio.AbstractEventLoop) -> psycopg.AsyncConnection[Any]:
+        if self.idle is not None:
+            self.idle.cancel()
+        self.idle = loop.call_later(self.IDLE_CLOSE_SECONDS, self.close)
+        if self.conn is None or self.conn.closed:
+            params = connection.get_connection_params()
+            for sync_only in ("context", "cursor_factory"):
+                params.pop(sync_only, None)
+            params.setdefault("connect_timeout", 5)
+            self.conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+        return self.conn
+
+    def close(self) -> None:
+        """Close at once, from any loop or none (libpq's finish needs no round trip)."""
+        conn, self.conn = self.conn, None
+        if conn is not None and not conn.closed:
+            conn.pgconn.finish()
+
+
+_direct = _DirectAppender()
 
 
 def _append_now(draft: dict[str, Any]) -> None:
@@ -257,10 +308,15 @@ class _Pending:
 class _GroupCommit:
     """One writer per event loop: callers wait while their entries are committed in batches."""
 
+    # An outcome entry nobody waits for lingers up to this long for a decision entry to share
+    # its batch with: one commit per call instead of two when calls come one at a time.
+    OUTCOME_LINGER_SECONDS = 0.02
+
     def __init__(self) -> None:
         self.pending: list[_Pending] = []
         self.writing = False
         self.retrying = 0
+        self.waiter_arrived = asyncio.Event()
 
     async def submit(self, draft: dict[str, str]) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -272,6 +328,8 @@ class _GroupCommit:
 
     def _enqueue(self, item: _Pending) -> None:
         self.pending.append(item)
+        if item.future is not None:
+            self.waiter_arrived.set()
         if not self.writing:
             self.writing = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -279,16 +337,28 @@ class _GroupCommit:
     async def _drain(self) -> None:
         try:
             while self.pending:
+                if all(item.future is None for item in self.pending):
+                    self.waiter_arrived.clear()
+                    try:
+                        async with asyncio.timeout(self.OUTCOME_LINGER_SECONDS):
+                            await self.waiter_arrived.wait()
+                    except TimeoutError:
+                        pass
                 batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
                 await self._write(batch)
         finally:
             self.writing = False
 
+    async def _append(self, drafts: list[dict[str, str]]) -> None:
+        if connection.vendor != "postgresql" or not await _direct.append(drafts):
+            await database_sync_to_async(append_entries)(drafts)
+
     async def _write(self, batch: list[_Pending]) -> None:
         try:
-            await database_sync_to_async(append_entries)([item.draft for item in batch])
+            await self._append([item.draft for item in batch])
         except Exception as exc:
-            if len(batch) > 1 and isinstance(exc, DataError):
+            refused = isinstance(exc, DataError | psycopg.DataError)
+            if len(batch) > 1 and refused:
                 # one entry the database refuses must not take its batch-mates down with it
                 for single in batch:
                     await self._write([single])
@@ -297,7 +367,7 @@ class _GroupCommit:
             error = AuditWriteError(f"audit trail unavailable: {exc}")
             for item in batch:
                 if item.future is None:
-                    self._retry_later(item, permanent=isinstance(exc, DataError))
+                    self._retry_later(item, permanent=refused)
                 elif not item.future.done():
                     item.future.set_exception(error)
             return

@@ -29,6 +29,7 @@ from django.conf import settings
 
 from gateway.context import DENY, ESCALATE, CallContext
 from policies_app.packs import DAILY_COUNT, uses_daily_count
+from policies_app.redis_scripts import Script, ScriptClient, ScriptError
 from policies_app.rules import SEVERITY, PolicyIndex, VelocityRule, escalation_view
 
 log = logging.getLogger("intended.velocity")
@@ -176,55 +177,59 @@ return 0
 """
 
 
+# KEYS: the window keys, then the day key (or none). ARGV: now_ms, then each window's window_ms.
+# Returns {counts in each window, today's count or -1 when no day key was given}. Reads only.
+COUNTS_LUA = """
+local now = tonumber(ARGV[1])
+local n = #ARGV - 1
+local counts = {}
+for i = 1, n do
+  counts[i] = redis.call('ZCOUNT', KEYS[i], '(' .. (now - tonumber(ARGV[1 + i])), '+inf')
+end
+local today = -1
+if #KEYS > n then
+  today = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
+end
+return {counts, today}
+"""
+
+
 class RedisCounters:
+    CHECK, RELEASE, COUNTS = Script(CHECK_LUA), Script(RELEASE_LUA), Script(COUNTS_LUA)
+
     def __init__(self, url: str, *, timeout: float = 2.0) -> None:
         self.url = url
         self.timeout = timeout  # a slow store is an unreachable one: the call is denied
-        self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._clients: weakref.WeakKeyDictionary[Any, ScriptClient] = weakref.WeakKeyDictionary()
 
-    def _client(self) -> tuple[Any, Any, Any]:
-        """The client of this event loop and its two scripts (redis-py Script: EVALSHA, loaded once)."""
-        import redis.asyncio as aioredis
-
+    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """Run a script on this event loop's connection (see policies_app/redis_scripts.py)."""
         loop = asyncio.get_running_loop()
-        scripts = self._clients.get(loop)
-        if scripts is None:
-            client = aioredis.from_url(self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout)
-            scripts = (client, client.register_script(CHECK_LUA), client.register_script(RELEASE_LUA))
-            self._clients[loop] = scripts
-        return scripts
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = ScriptClient(self.url, timeout=self.timeout)
+        try:
+            return await client.run(script, keys, args)
+        except ScriptError as exc:
+            raise VelocityUnavailable(str(exc)) from exc
 
     async def counts(self, windows: Sequence[Window], day_key: str | None, now_ms: int) -> tuple[list[int], int | None]:
-        client, _, _ = self._client()
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                for w in windows:
-                    pipe.zcount(w.key, f"({now_ms - w.window_ms}", "+inf")
-                if day_key:
-                    pipe.get(day_key)
-                replies = await pipe.execute()
-        except Exception as exc:
-            raise VelocityUnavailable(str(exc)) from exc
-        day = int(replies[-1] or 0) if day_key else None
-        return [int(r) for r in replies[: len(windows)]], day
+        keys = [w.key for w in windows] + ([day_key] if day_key else [])
+        counts, today = await self._run(self.COUNTS, keys, [now_ms, *(w.window_ms for w in windows)])
+        return [int(c) for c in counts], (int(today) if day_key else None)
 
     async def admit(self, windows: Sequence[Window], day_key: str, now_ms: int) -> list[int]:
         return (await self.check(windows, day_key, now_ms, new_member(now_ms))).over
 
     async def check(self, windows: Sequence[Window], day_key: str, now_ms: int, member: str) -> Check:
-        _, script, _ = self._client()
         args: list[Any] = [now_ms, member, DAY_TTL_MS]
         for w in windows:
             args += [w.window_ms, w.max_calls]
-        try:
-            counts, today, over = await script(keys=[w.key for w in windows] + [day_key], args=args)
-        except Exception as exc:
-            raise VelocityUnavailable(str(exc)) from exc
+        counts, today, over = await self._run(self.CHECK, [w.key for w in windows] + [day_key], args)
         return Check([int(c) for c in counts or []], int(today or 0), [int(i) - 1 for i in over or []])
 
     async def release(self, windows: Sequence[Window], day_key: str, now_ms: int, member: str) -> None:
-        _, _, script = self._client()
-        await script(keys=[w.key for w in windows] + [day_key], args=[member])
+        await self._run(self.RELEASE, [w.key for w in windows] + [day_key], [member])
 
 
 # --- the stages' entry points --------------------------------------------------------------

@@ -93,6 +93,51 @@ def test_it_retries_an_outcome_written_in_the_background_until_the_trail_takes_i
     assert queries.verify_stored_chain().size == 1
 
 
+def test_an_outcome_waits_briefly_to_share_the_next_decisions_commit() -> None:
+    first, second = call(*SCENARIO[0]), call(*SCENARIO[1])
+
+    async def one_call_at_a_time() -> None:
+        await actions.record_decision(first)
+        actions.submit_outcome(first, status="ok", latency_ms=1.0)
+        await asyncio.sleep(0.005)  # the agent's next call arrives a moment later
+        await actions.record_decision(second)
+
+    async_to_sync(one_call_at_a_time)()
+    stored = list(AuditEntry.objects.order_by("seq").values_list("kind", "call_id", "time"))
+    assert [(k, c) for k, c, _ in stored] == [("decision", first.call_id), ("outcome", first.call_id),
+                                              ("decision", second.call_id)]
+    assert stored[1][2] == stored[2][2]  # one transaction: one commit for the pair
+
+
+def test_an_outcome_with_no_call_after_it_is_still_written() -> None:
+    ctx = call(*SCENARIO[0])
+
+    async def last_call() -> None:
+        actions.submit_outcome(ctx, status="ok", latency_ms=1.0)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not await AuditEntry.objects.filter(call_id=ctx.call_id).aexists():
+            await asyncio.sleep(0.01)
+
+    async_to_sync(last_call)()
+    assert AuditEntry.objects.get(call_id=ctx.call_id).kind == "outcome"
+
+
+def test_a_writer_that_missed_another_processs_entries_appends_after_them() -> None:
+    first, second, third = (call(*SCENARIO[i]) for i in range(3))
+
+    async def interleaved() -> None:
+        await actions.record_decision(first)
+        remembered = list(actions._head_seen)
+        await actions.record_decision(second)
+        actions._head_seen[:] = remembered  # as if another process had appended `second`
+        await actions.record_decision(third)
+
+    async_to_sync(interleaved)()
+    stored = list(AuditEntry.objects.order_by("seq").values_list("seq", "call_id"))
+    assert stored == [(0, first.call_id), (1, second.call_id), (2, third.call_id)]
+    assert queries.verify_stored_chain().size == 3
+
+
 def test_it_writes_admin_entries_in_the_callers_transaction() -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
         actions.record_admin("agent.saved", actor="alice", target="support-agent")

@@ -287,8 +287,10 @@ class Bench:
             if time.monotonic() > deadline:
                 raise TimeoutError("no /health after 120 s")
             time.sleep(0.5)
+        # --secret=…: a generated secret may start with '-', which argparse takes for an option
         token = subprocess.run(
-            [python, "-m", "mcpgateway.utils.create_jwt_token", "--username", "admin@example.com", "--exp", "1440", "--secret", secrets["JWT_SECRET_KEY"]],
+            [python, "-m", "mcpgateway.utils.create_jwt_token", "--username", "admin@example.com", "--exp", "1440",
+             f"--secret={secrets['JWT_SECRET_KEY']}"],
             cwd=workdir, env=env, check=True, capture_output=True, text=True,
         ).stdout.strip().splitlines()[-1]
         headers = {"Authorization": f"Bearer {token}"}

@@ -103,11 +103,13 @@ class ScriptClient:
                     # a restarted or flushed Redis: EVAL sends the source and caches it again
                     reply = await conn.send(command(b"EVAL", script.source, len(keys), *keys, *args))
         except TimeoutError:
-            self._drop(ScriptError(f"Redis did not answer within {self.timeout} s"))
-            raise ScriptError(f"Redis did not answer within {self.timeout} s") from None
+            error = ScriptError(f"Redis did not answer within {self.timeout} s")
+            self._drop(error)  # the calls in flight on this connection fail with the same reason
+            raise error from None
         except OSError as exc:
-            self._drop(ScriptError(str(exc)))
-            raise ScriptError(f"cannot reach Redis: {exc}") from exc
+            error = ScriptError(f"cannot reach Redis: {exc}")
+            self._drop(error)
+            raise error from exc
         if isinstance(reply, hiredis.ReplyError):
             raise ScriptError(f"Redis refused the script: {reply}")
         return reply

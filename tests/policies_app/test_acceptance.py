@@ -80,7 +80,11 @@ async def connect(stack: Any, url: str, key: str, mode: str = "legacy") -> Clien
 
 @pytest.mark.django_db(transaction=True)
 def test_it_decides_the_seed_scenario_end_to_end(tmp_path):
+    import uuid
+
+    analytics_agent = f"analytics-{uuid.uuid4().hex[:8]}"  # counters are keyed by agent: a fresh window
     config = SEED.replace("timeout: 300s", "timeout: 2s")  # the refund's approval expires quickly
+    config = config.replace("analytics-agent", analytics_agent)
     with customer_ops(tmp_path) as upstream:
         keys = set_up(upstream, config)
         with live_gateway() as base:
@@ -91,7 +95,7 @@ def test_it_decides_the_seed_scenario_end_to_end(tmp_path):
 
                 out: dict[str, Any] = {}
                 async with AsyncExitStack() as stack:
-                    analytics = await connect(stack, url, keys["analytics-agent"])
+                    analytics = await connect(stack, url, keys[analytics_agent])
                     lookup = await connect(stack, url, keys["lookup-agent"])
                     support = await connect(stack, url, keys["support-agent"])
                     out["lookup_tools"] = sorted(t.name for t in (await lookup.list_tools()).tools)

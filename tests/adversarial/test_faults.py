@@ -22,7 +22,7 @@ from tests.adversarial.conftest import (
     misbehaving_upstream,
     post,
 )
-from tests.support.processes import free_port, live_gateway, wait_until_listening
+from tests.support.processes import free_port, live_gateway, redis_server_argv, wait_until_listening
 
 
 def last_outcome() -> dict:
@@ -67,9 +67,8 @@ class OwnRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.directory)]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(redis_server_argv(self.port, self.directory),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until_listening(self.port, self.process)
 
     def stop(self) -> None:

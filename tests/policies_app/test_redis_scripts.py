@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from policies_app.redis_scripts import Script, ScriptClient, ScriptError
-from tests.support.processes import free_port, running
+from tests.support.processes import free_port, redis_server_argv, running
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 
@@ -26,8 +26,7 @@ INCR = Script("return redis.call('INCR', KEYS[1])")
 class RedisServer:
     def __init__(self, directory: Path, *extra: str) -> None:
         self.port = free_port()
-        self.argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", str(directory), *extra]
+        self.argv = redis_server_argv(self.port, directory, *extra)
 
     def url(self, auth: str = "", db: int = 0) -> str:
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"

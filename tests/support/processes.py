@@ -58,6 +58,12 @@ def wait_until_listening(port: int, proc: subprocess.Popen, seconds: float = 20.
     raise TimeoutError(f"nothing listening on {port} after {seconds}s")
 
 
+def redis_server_argv(port: int, directory: Path, *extra: str) -> list[str]:
+    """A Redis of a test's own on 127.0.0.1:`port` (never the shared one), keeping nothing on disk."""
+    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(directory), *extra]
+
+
 @contextmanager
 def started(argv: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None,
             stop_seconds: float = 10.0) -> Iterator[subprocess.Popen]:

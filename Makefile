@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test check lint typecheck peers bench clean
+.PHONY: demo test check lint typecheck system-packages peers bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,16 +20,24 @@ demo: $(STAMP)
 
 # Every test: unit, integration against real PostgreSQL/Redis when DATABASE_URL/REDIS_URL are
 # set, the third-party MCP peers (installed by tests/peers/setup.sh) and the browser tests.
-test: $(STAMP) peers
+# On a fresh machine it installs what those need: the Debian packages (scripts/system-packages,
+# apt-get as root), the npm peers (var/peers) and the venv.
+test: $(STAMP) system-packages peers
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-peers:
+system-packages:
+	bash scripts/system-packages
+
+peers: system-packages
 	bash tests/peers/setup.sh
 
-check: $(STAMP)
+# ruff, mypy and the import contracts ([tool.importlinter] in pyproject.toml)
+lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy intended gateway policies_app audit_app approvals_app dashboard bench
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/lint-imports
+
+check: lint test
 
 bench: $(STAMP) peers
 	bash bench/run.sh

@@ -11,7 +11,7 @@ most one call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -29,7 +29,9 @@ from approvals_app.models import (
     Approval,
     ApprovalVote,
 )
-from gateway.context import CallContext
+from audit_app import actions as audit
+from policies_app.core import packs
+from policies_app.core.context import CallContext
 
 log = logging.getLogger("intended.approvals")
 
@@ -159,7 +161,10 @@ def as_json(approval: Approval) -> dict[str, Any]:
         "agent": approval.agent,
         "server": approval.server,
         "tool": approval.tool,
+        "operation": approval.operation,
+        "subject": approval.subject or approval.tool,
         "intent": approval.intent,
+        "requester": approval.requester,
         "arguments": approval.arguments,
         "args_sha256": approval.args_sha256,
         "risk": {"score": (approval.risk or {}).get("score", 0), "factors": (approval.risk or {}).get("factors", [])},
@@ -186,20 +191,13 @@ def as_json(approval: Approval) -> dict[str, Any]:
 
 def _audit(approval: Approval, event: str, *, actor: str, **extra: Any) -> None:
     """One approval entry in the audit trail, in the caller's transaction."""
-    from audit_app import actions as audit
-
     body = {"id": approval.pk, "status": approval.status, "decided_by": approval.decided_by,
             "comment": approval.comment, "event": event, "type": approval.type,
             "required": approval.required, "expires_at": approval.expires_at.isoformat()} | extra
-    record = getattr(audit, "record_approval", None)
-    if record is not None:
-        record(call_id=approval.call_id, agent=approval.agent, server=approval.server,
-               tool=approval.tool, intent=approval.intent, approval=body, actor=actor)
-        return
-    # Until the audit trail offers record_approval: an admin entry carrying the same facts.
-    audit.record_admin(f"approval.{event}", actor=actor, target=approval.call_id,
-                       details=body | {"agent": approval.agent, "server": approval.server,
-                                       "tool": approval.tool, "intent": approval.intent})
+    audit.record_approval(call_id=approval.call_id, agent=approval.agent, server=approval.server,
+                          tool=approval.tool, intent=approval.intent, approval=body, actor=actor,
+                          operation=approval.operation, subject=approval.subject or approval.tool,
+                          user=approval.requester)
 
 
 def _group_send(group: str, message: dict[str, Any]) -> None:
@@ -268,13 +266,10 @@ def _run_eager(task: Any, args: tuple[Any, ...]) -> None:
 
 def _redacted_arguments(ctx: CallContext) -> dict[str, Any]:
     """The reviewer sees every argument, except what the domain pack redacts in the audit."""
-    from policies_app import packs
-
-    redact: Callable[..., Any] | None = getattr(packs, "redact", None)
-    if redact is None or not ctx.server.domain_pack:
+    if not ctx.server.domain_pack:
         return dict(ctx.arguments)
     try:
-        return dict(redact(ctx.server.domain_pack, ctx.intent, ctx.arguments))
+        return dict(packs.redact(ctx.server.domain_pack, ctx.intent, ctx.arguments))
     except Exception:
         log.exception("redaction failed for call %s; showing no arguments", ctx.call_id)
         return {"_redaction_failed": True}
@@ -282,7 +277,8 @@ def _redacted_arguments(ctx: CallContext) -> dict[str, Any]:
 
 def _same_call(ctx: CallContext):
     return Approval.objects.filter(
-        agent=ctx.agent.name, server=ctx.server.name, tool=ctx.tool, args_sha256=ctx.args_sha256,
+        agent=ctx.agent.name, server=ctx.server.name, operation=ctx.operation, subject=ctx.subject,
+        tool=ctx.tool, args_sha256=ctx.args_sha256,
         tool_hash=ctx.tool_hash, policy_version=ctx.policy_version,
     )
 
@@ -319,8 +315,8 @@ def request_approval(ctx: CallContext) -> tuple[Approval, str]:
 def _create(ctx: CallContext, terms: dict[str, Any], now) -> Approval:
     approval = Approval.objects.create(
         call_id=ctx.call_id, agent=ctx.agent.name, agent_owner=ctx.agent.owner,
-        requester=str(getattr(ctx, "requester", "") or ""), session_id=ctx.session_id or "",
-        server=ctx.server.name, tool=ctx.tool, intent=ctx.intent, tool_hash=ctx.tool_hash,
+        requester=ctx.user, session_id=ctx.session_id or "",
+        server=ctx.server.name, operation=ctx.operation, subject=ctx.subject, tool=ctx.tool, intent=ctx.intent, tool_hash=ctx.tool_hash,
         args_sha256=ctx.args_sha256, policy_version=ctx.policy_version,
         arguments=_redacted_arguments(ctx), risk=ctx.risk.as_dict(), rules=list(ctx.rules),
         reason=ctx.reason, type=terms["type"], required=terms["required"],

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from approvals_app import actions
 from approvals_app.models import APPROVED, PENDING, Approval
-from gateway.context import ALLOW, DENY, CallContext, Decision
+from policies_app.core.context import ALLOW, DENY, CallContext, Decision
 
 log = logging.getLogger("intended.approvals")
 

@@ -30,7 +30,9 @@ class Approval(models.Model):
     requester = models.CharField(max_length=150, blank=True)
     session_id = models.CharField(max_length=200, blank=True)
     server = models.CharField(max_length=64)
-    tool = models.CharField(max_length=200)
+    tool = models.CharField(max_length=200, blank=True)  # the tool of a tools/call, else empty
+    operation = models.CharField(max_length=64, default="tools/call")  # the governed JSON-RPC method
+    subject = models.CharField(max_length=500, blank=True)  # what it names: tool, URI, prompt
     intent = models.CharField(max_length=200, blank=True)
     tool_hash = models.CharField(max_length=64, blank=True)
     args_sha256 = models.CharField(max_length=64)
@@ -62,13 +64,19 @@ class Approval(models.Model):
         constraints = [
             # Identical calls held at once share one pending approval, whichever process asks.
             models.UniqueConstraint(
-                fields=["agent", "server", "tool", "args_sha256", "tool_hash", "policy_version"],
-                condition=models.Q(status=PENDING), name="one_pending_approval_per_call",
+                fields=["agent", "server", "operation", "subject", "tool", "args_sha256", "tool_hash",
+                        "policy_version"],
+                condition=models.Q(status=PENDING), name="one_pending_approval_per_operation",
             ),
         ]
 
     def __str__(self) -> str:
         return f"approval {self.pk} {self.agent} {self.server}/{self.tool} {self.status}"
+
+    @property
+    def what(self) -> str:
+        """What the held call asks for, for people: the tool, or the operation and its subject."""
+        return self.tool or f"{self.subject} ({self.operation})"
 
     @property
     def rule(self) -> str:

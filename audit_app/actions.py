@@ -34,7 +34,7 @@ from django.utils import timezone
 from audit_app import chain, keys, signing
 from audit_app.models import AuditEntry, ChainAlert, ChainHead, Checkpoint
 from audit_app.verify import Expectation, IntegrityFailure, check_chain
-from gateway.context import CallContext
+from intended import metrics
 
 log = logging.getLogger("intended.audit")
 
@@ -65,55 +65,6 @@ def _json_safe(value: Any) -> bool:
         return True
     except Exception:
         return False
-
-
-def redacted_arguments(ctx: CallContext) -> Any:
-    """The arguments as the domain pack allows them to be kept; None (only the hash) if redaction fails."""
-    try:
-        from policies_app import packs
-
-        redact = getattr(packs, "redact", None)
-        if redact is None:
-            return None
-        return _jsonable(redact(ctx.server.domain_pack, ctx.intent, ctx.arguments))
-    except Exception:
-        log.exception("redaction failed for %s; keeping only the arguments hash", ctx.intent)
-        return None
-
-
-def decision_fields(ctx: CallContext) -> dict[str, Any]:
-    return {
-        "kind": "decision",
-        "call_id": ctx.call_id,
-        "agent": ctx.agent.name,
-        "server": ctx.server.name,
-        "tool": ctx.tool,
-        "intent": ctx.intent,
-        "decision": ctx.decision or "deny",
-        "reason": ctx.reason,
-        "rules": [str(r) for r in ctx.rules],
-        "risk": _jsonable(ctx.risk.as_dict()),
-        "args": redacted_arguments(ctx),
-        "args_sha256": ctx.args_sha256,
-        "policy_version": ctx.policy_version,
-        "session": ctx.session_id or "",
-        "client": ctx.client_addr,
-        "era": ctx.era,
-        "tool_hash": ctx.tool_hash,
-    }
-
-
-def outcome_fields(ctx: CallContext, outcome: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "kind": "outcome",
-        "call_id": ctx.call_id,
-        "agent": ctx.agent.name,
-        "server": ctx.server.name,
-        "tool": ctx.tool,
-        "intent": ctx.intent,
-        "outcome": _jsonable(dict(outcome)),
-        "session": ctx.session_id or "",
-    }
 
 
 # --- appending ----------------------------------------------------------------------------
@@ -191,7 +142,7 @@ def _entry(draft: dict[str, str], seq: int, now: datetime, data: bytes, leaf: st
 
 # The query columns copied out of each entry, with their length limits (AuditEntry's fields).
 QUERY_COLUMNS = (("kind", 16), ("call_id", 32), ("agent", 64), ("server", 64), ("tool", 200),
-                 ("intent", 200), ("decision", 16))
+                 ("intent", 200), ("decision", 16), ("operation", 64), ("subject", 500), ("user", 150))
 
 # The chain head as this process last wrote it: [size, last_leaf_hash], or [] when unknown.
 _head_seen: list[Any] = []
@@ -206,11 +157,13 @@ WITH head AS (
     WHERE id = 1 AND size = %b AND last_leaf_hash = %b RETURNING id
 )
 INSERT INTO audit_app_auditentry
-    (seq, time, kind, call_id, agent, server, tool, intent, decision, canonical, leaf_hash)
-SELECT r.seq, %b, r.kind, r.call_id, r.agent, r.server, r.tool, r.intent, r.decision, r.canonical, r.leaf_hash
+    (seq, time, kind, call_id, agent, server, tool, intent, decision, operation, subject, "user", canonical,
+     leaf_hash)
+SELECT r.seq, %b, r.kind, r.call_id, r.agent, r.server, r.tool, r.intent, r.decision, r.operation, r.subject,
+       r.usr, r.canonical, r.leaf_hash
 FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-            %b::text[], %b::bytea[], %b::text[])
-     AS r(seq, kind, call_id, agent, server, tool, intent, decision, canonical, leaf_hash)
+            %b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[])
+     AS r(seq, kind, call_id, agent, server, tool, intent, decision, operation, subject, usr, canonical, leaf_hash)
 WHERE EXISTS (SELECT 1 FROM head)
 """
 
@@ -285,6 +238,11 @@ class _DirectAppender:
 
 
 _direct = _DirectAppender()
+
+
+def close_direct_connection() -> None:
+    """Close this process's audit appender connection (the web process's shutdown)."""
+    _direct.close()
 
 
 def _append_now(draft: dict[str, Any]) -> None:
@@ -376,8 +334,6 @@ class _GroupCommit:
                 item.future.set_result(None)
 
     def _retry_later(self, item: _Pending, *, permanent: bool) -> None:
-        from gateway import metrics
-
         if permanent or self.retrying >= RETRY_KEPT:
             metrics.audit_outcome_failed("dropped")
             log.error("audit outcome entry dropped after %d attempt(s) (%s): %s", item.attempts + 1,
@@ -410,31 +366,30 @@ async def _commit(draft: dict[str, Any]) -> None:
     await _writer().submit(encode_draft(draft))
 
 
-async def record_decision(ctx: CallContext) -> None:
-    await _commit(decision_fields(ctx))
+async def record_decision(record: Mapping[str, Any]) -> None:
+    """A decision entry (`kind: decision`, built by the decision core), committed before this
+    returns; raises AuditWriteError when it cannot be."""
+    await _commit(_entry_fields(record, "decision"))
 
 
-def _outcome(status: str, latency_ms: float, result_sha256: str, result_size: int) -> dict[str, Any]:
-    return {"status": status, "latency_ms": round(float(latency_ms), 3),
-            "result_sha256": result_sha256, "result_size": int(result_size)}
+async def record_outcome(record: Mapping[str, Any]) -> None:
+    """An outcome entry, committed before this returns."""
+    await _commit(_entry_fields(record, "outcome"))
 
 
-async def record_outcome(
-    ctx: CallContext, *, status: str, latency_ms: float, result_sha256: str = "", result_size: int = 0
-) -> None:
-    """The outcome entry, committed before this returns."""
-    await _commit(outcome_fields(ctx, _outcome(status, latency_ms, result_sha256, result_size)))
-
-
-def submit_outcome(
-    ctx: CallContext, *, status: str, latency_ms: float, result_sha256: str = "", result_size: int = 0
-) -> None:
-    """The outcome entry, queued for the next group commit without waiting for it (the gateway:
+def submit_outcome(record: Mapping[str, Any]) -> None:
+    """An outcome entry, queued for the next group commit without waiting for it (the gateway:
     the result is relayed at once). A failed write is retried in the background with a log
     line and the metric intended_audit_outcome_write_failures; raises only if the entry
     cannot be encoded."""
-    _writer().submit_in_background(encode_draft(outcome_fields(ctx, _outcome(status, latency_ms, result_sha256,
-                                                                             result_size))))
+    _writer().submit_in_background(encode_draft(_entry_fields(record, "outcome")))
+
+
+def _entry_fields(record: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """A plain record as entry fields: JSON-safe values, and the kind it must be."""
+    if record.get("kind") != kind:
+        raise AuditWriteError(f"expected a {kind} record, got {record.get('kind')!r}")
+    return {name: _jsonable(value) for name, value in record.items()}
 
 
 def record_admin(action: str, *, actor: str, target: str = "", details: dict[str, Any] | None = None) -> None:
@@ -444,11 +399,17 @@ def record_admin(action: str, *, actor: str, target: str = "", details: dict[str
 
 
 def record_approval(
-    *, call_id: str, agent: str, server: str, tool: str, intent: str, approval: dict[str, Any], actor: str
+    *, call_id: str, agent: str, server: str, tool: str, intent: str, approval: dict[str, Any], actor: str,
+    operation: str = "tools/call", subject: str = "", user: str = "",
 ) -> None:
-    """An approval entry (`approval`: id, status, decided_by, comment), inside the caller's transaction."""
-    _append_now({"kind": "approval", "call_id": call_id, "agent": agent, "server": server, "tool": tool,
-                 "intent": intent, "approval": _jsonable(approval), "actor": actor})
+    """An approval entry (`approval`: id, status, decided_by, comment), inside the caller's
+    transaction; it names the call's operation and subject like its decision entry."""
+    fields = {"kind": "approval", "call_id": call_id, "agent": agent, "server": server, "tool": tool,
+              "intent": intent, "operation": operation, "subject": subject or tool,
+              "approval": _jsonable(approval), "actor": actor}
+    if user:
+        fields["user"] = user
+    _append_now(fields)
 
 
 def record_tool_event(
@@ -496,7 +457,10 @@ def unsealed_count() -> int:
 def raise_alert(message: str, first_bad_seq: int | None) -> ChainAlert:
     log.error("audit chain alert: %s", message)
     existing = ChainAlert.objects.filter(resolved_at__isnull=True, message=message).first()
-    return existing or ChainAlert.objects.create(message=message, first_bad_seq=first_bad_seq)
+    if existing is not None:
+        return existing
+    metrics.audit_integrity_failure()
+    return ChainAlert.objects.create(message=message, first_bad_seq=first_bad_seq)
 
 
 def resolve_alerts(*, actor: str) -> int:

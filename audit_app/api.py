@@ -63,6 +63,9 @@ FILTER_PARAMETERS = [
     OpenApiParameter("agent", str), OpenApiParameter("intent", str, description="glob, e.g. financial.refund.*"),
     OpenApiParameter("decision", str, enum=list(queries.DECISIONS)), OpenApiParameter("server", str),
     OpenApiParameter("tool", str), OpenApiParameter("kind", str),
+    OpenApiParameter("operation", str, description="the governed method, e.g. resources/read"),
+    OpenApiParameter("subject", str, description="glob over what the operation names (tool, URI, prompt)"),
+    OpenApiParameter("user", str, description="the person an OAuth token acted for"),
 ]
 
 

@@ -39,6 +39,11 @@ def canonical_json(value: Any) -> bytes:
         raise ValueError("a string holds a lone surrogate") from exc
 
 
+def canonical_sha256(value: Any) -> str:
+    """Hex SHA-256 of a value's canonical bytes: how arguments and tool definitions are hashed."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
 def canonical_members(obj: dict[str, Any]) -> dict[str, str]:
     """Each member of an object encoded on its own, to be joined later by `canonical_object`
     (lets a writer add fields such as seq without encoding the rest again)."""

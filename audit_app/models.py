@@ -19,6 +19,9 @@ class AuditEntry(models.Model):
     tool = models.CharField(max_length=200, blank=True)
     intent = models.CharField(max_length=200, blank=True)
     decision = models.CharField(max_length=16, blank=True)
+    operation = models.CharField(max_length=64, blank=True)  # the governed JSON-RPC method
+    subject = models.CharField(max_length=500, blank=True)  # what it names: tool, URI, prompt
+    user = models.CharField(max_length=150, blank=True)  # the person an OAuth token acts for
     canonical = models.BinaryField()
     leaf_hash = models.CharField(max_length=64)
 
@@ -29,6 +32,7 @@ class AuditEntry(models.Model):
             models.Index(fields=["intent", "time"]),
             models.Index(fields=["server", "tool", "time"]),
             models.Index(fields=["decision", "time"]),
+            models.Index(fields=["operation", "time"]),
         ]
 
     def __str__(self) -> str:

@@ -6,7 +6,6 @@ The REST API, the exports, the management commands and the dashboard all call th
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,10 +18,12 @@ from django.utils.timezone import is_naive, make_aware
 from audit_app import chain, keys, signing
 from audit_app.models import AuditEntry, ChainAlert, ChainHead, Checkpoint
 from audit_app.verify import ChainReport, IntegrityFailure, check_chain
+from intended import globs
 
 CONTRACT_FIELDS = ("seq", "time", "kind", "agent", "server", "tool", "intent", "decision", "reason", "rules",
-                   "risk", "args", "args_sha256", "approval", "outcome", "call_id", "leaf_hash")
-FILTERS = ("from", "to", "agent", "intent", "decision", "server", "tool", "kind")
+                   "risk", "args", "args_sha256", "approval", "outcome", "call_id", "operation", "subject",
+                   "user", "leaf_hash")
+FILTERS = ("from", "to", "agent", "intent", "decision", "server", "tool", "kind", "operation", "subject", "user")
 DECISIONS = ("allow", "deny", "escalate")
 
 
@@ -40,6 +41,9 @@ class EntryFilter:
     server: str = ""
     tool: str = ""
     kind: str = ""
+    operation: str = ""
+    subject: str = ""  # a glob (intended.globs), like intent
+    user: str = ""
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> EntryFilter:
@@ -55,12 +59,16 @@ class EntryFilter:
             server=str(params.get("server") or ""),
             tool=str(params.get("tool") or ""),
             kind=str(params.get("kind") or ""),
+            operation=str(params.get("operation") or ""),
+            subject=str(params.get("subject") or ""),
+            user=str(params.get("user") or ""),
         )
 
     def as_dict(self) -> dict[str, str]:
         values = {"from": self.start.isoformat() if self.start else "", "to": self.end.isoformat() if self.end else "",
                   "agent": self.agent, "intent": self.intent, "decision": self.decision, "server": self.server,
-                  "tool": self.tool, "kind": self.kind}
+                  "tool": self.tool, "kind": self.kind, "operation": self.operation, "subject": self.subject,
+                  "user": self.user}
         return {k: v for k, v in values.items() if v}
 
 
@@ -78,24 +86,16 @@ def _moment(value: Any, name: str, *, end_of_day: bool = False) -> datetime | No
     return make_aware(moment) if is_naive(moment) else moment
 
 
-def intent_regex(glob: str) -> str:
-    """`financial.refund.*` → ^financial\\.refund\\..*$ : `*` spans any characters, the rest is literal."""
-    return "^" + ".*".join(re.escape(part) for part in glob.split("*")) + "$"
-
-
-def intent_matches(glob: str, intent: str) -> bool:
-    return re.match(intent_regex(glob), intent) is not None
-
-
-def _filter_intent(qs: QuerySet[AuditEntry], glob: str) -> QuerySet[AuditEntry]:
+def _filter_glob(qs: QuerySet[AuditEntry], column: str, glob: str) -> QuerySet[AuditEntry]:
+    """A column filtered by a glob (intended.globs: `*` spans any characters, the rest is literal)."""
     if not glob or glob == "*":
         return qs
-    if "*" not in glob:
-        return qs.filter(intent=glob)
+    if not globs.is_glob(glob):
+        return qs.filter(**{column: glob})
     head, _, rest = glob.partition("*")
     if rest == "":
-        return qs.filter(intent__startswith=head)  # the common case uses the index
-    return qs.filter(intent__startswith=head, intent__regex=intent_regex(glob))
+        return qs.filter(**{f"{column}__startswith": head})  # the common case uses the index
+    return qs.filter(**{f"{column}__startswith": head, f"{column}__regex": globs.glob_regex(glob)})
 
 
 def search(flt: EntryFilter | Mapping[str, Any]) -> QuerySet[AuditEntry]:
@@ -109,11 +109,11 @@ def search(flt: EntryFilter | Mapping[str, Any]) -> QuerySet[AuditEntry]:
         qs = qs.filter(time__gte=flt.start)
     if flt.end:
         qs = qs.filter(time__lte=flt.end)
-    for name in ("agent", "decision", "server", "tool", "kind"):
+    for name in ("agent", "decision", "server", "tool", "kind", "operation", "user"):
         value = getattr(flt, name)
         if value:
             qs = qs.filter(**{name: value})
-    return _filter_intent(qs, flt.intent).order_by("seq")
+    return _filter_glob(_filter_glob(qs, "intent", flt.intent), "subject", flt.subject).order_by("seq")
 
 
 def entry_body(entry: AuditEntry) -> dict[str, Any]:

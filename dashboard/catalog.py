@@ -14,9 +14,9 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from gateway import catalog as gateway_catalog
-from gateway.context import ServerView
-from gateway.models import Server
-from gateway.snapshot import _server_view
+from policies_app.core.context import ServerView
+from policies_app.models import Server
+from policies_app.snapshots import server_view
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def fetch_tools(server: Server) -> list[CatalogTool]:
         except UnsafeUpstream as exc:
             raise CatalogUnavailable(f"Refused to connect: {exc}") from None
     try:
-        return async_to_sync(_list_tools)(_server_view(server))
+        return async_to_sync(_list_tools)(server_view(server))
     except CatalogUnavailable:
         raise
     except BaseException as exc:  # transport errors of every kind, exception groups from stdio

@@ -9,11 +9,17 @@ from django import forms
 from django.core.validators import validate_slug
 
 from gateway.addresses import UnsafeUpstream, check_upstream_url
-from gateway.models import Agent, Server
+from policies_app.core.context import GOVERNED_OPERATIONS
+from policies_app.models import Agent, Server
 
 
 def comma_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def line_list(value: str) -> list[str]:
+    """The distinct non-empty lines of a text field, sorted (resource globs, prompt names)."""
+    return sorted({line.strip() for line in value.splitlines() if line.strip()})
 
 
 class AgentForm(forms.Form):
@@ -48,7 +54,7 @@ class KeyForm(forms.Form):
 
 def domain_packs() -> list[str]:
     try:
-        from policies_app.packs import available
+        from policies_app.core.packs import available
     except ImportError:
         return []
     return list(available())
@@ -104,9 +110,14 @@ class ConfigForm(forms.Form):
 
 
 class SimulateForm(forms.Form):
+    OPERATIONS = GOVERNED_OPERATIONS
+
     agent = forms.ChoiceField()
     server = forms.ChoiceField()
-    tool = forms.CharField(max_length=200)
+    operation = forms.ChoiceField(label="Operation", choices=list(zip(OPERATIONS, OPERATIONS, strict=True)),
+                                  initial="tools/call", required=False, help_text="The MCP request to decide.")
+    tool = forms.CharField(label="Tool, URI or prompt", max_length=2000,
+                           help_text="The tool name, resource URI or prompt name the request is about.")
     arguments = forms.CharField(widget=forms.Textarea(attrs={"rows": 6, "class": "code"}),
                                 initial="{}", help_text="A JSON object, as the agent would send it.")
 
@@ -114,6 +125,9 @@ class SimulateForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["agent"].choices = [(a, a) for a in Agent.objects.values_list("name", flat=True)]
         self.fields["server"].choices = [(s, s) for s in Server.objects.values_list("name", flat=True)]
+
+    def clean_operation(self) -> str:
+        return self.cleaned_data.get("operation") or "tools/call"
 
     def clean_arguments(self) -> dict[str, Any]:
         try:
@@ -138,6 +152,8 @@ class AuditSearchForm(forms.Form):
     decision = forms.ChoiceField(choices=DECISION_CHOICES, required=False)
     server = forms.CharField(required=False)
     tool = forms.CharField(required=False)
+    operation = forms.ChoiceField(required=False, choices=[("", "any"), *((op, op) for op in GOVERNED_OPERATIONS)])
+    subject = forms.CharField(required=False, help_text="A glob over the tool, URI or prompt, e.g. customers://*")
 
     def filters(self) -> dict[str, Any]:
         data = self.cleaned_data
@@ -146,7 +162,7 @@ class AuditSearchForm(forms.Form):
             found["from"] = data["start"]
         if data.get("end"):
             found["to"] = data["end"]
-        for name in ("agent", "intent", "decision", "server", "tool"):
+        for name in ("agent", "intent", "decision", "server", "tool", "operation", "subject"):
             if data.get(name):
                 found[name] = data[name]
         return found

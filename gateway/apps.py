@@ -5,4 +5,4 @@ from django.apps import AppConfig
 
 class GatewayConfig(AppConfig):
     name = "gateway"
-    verbose_name = "Gateway: servers, agents and keys"
+    verbose_name = "Gateway"

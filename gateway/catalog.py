@@ -24,10 +24,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway import jsonrpc
-from gateway.upstream import Upstream, UpstreamError
+from gateway.upstream import Upstream, UpstreamError, new_upstream, upstream_for
 
 if TYPE_CHECKING:
-    from gateway.context import AgentView, ServerView
+    from policies_app.core.context import AgentView, ServerView
 
 log = logging.getLogger("intended.gateway")
 
@@ -205,15 +205,7 @@ async def fetch_catalog(upstream: Upstream, era: str | None = None) -> list[dict
 async def fetch_server_catalog(server: ServerView) -> list[dict[str, Any]]:
     """The catalog over a connection of its own, closed afterwards (for callers outside the
     gateway's event loop, such as the dashboard, which must not reuse the proxy's upstreams)."""
-    upstream: Upstream
-    if server.command:
-        from gateway.stdio import StdioUpstream
-
-        upstream = StdioUpstream(server)  # type: ignore[assignment]
-    else:
-        from gateway.upstream import HttpUpstream
-
-        upstream = HttpUpstream(server)
+    upstream = new_upstream(server)
     try:
         return await fetch_catalog(upstream)
     finally:
@@ -252,13 +244,11 @@ async def pin_unseen_tool(snap: Any, agent: AgentView, server: ServerView, tool:
             if not may_fetch(server.name, now, _last_fetch):
                 return
             _last_fetch[server.name] = now
-            from gateway.upstream import upstream_for
-
             tools = await fetch_catalog(upstream_for(server), era)
             await database_sync_to_async(pinning.record_catalog)(server.name, server.new_tools, tools)
         except Exception as exc:
             log.warning("could not fetch the catalog of %s for an unlisted tool: %s", server.name, exc)
             return
-    from gateway.snapshot import snapshots
+    from policies_app.snapshots import snapshots
 
     snapshots.invalidate()

@@ -5,19 +5,21 @@ request headers and the configuration snapshot: no database query per call.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from channels.db import database_sync_to_async
 from django.http.request import split_domain_port, validate_host
 
 from gateway import jsonrpc
-from gateway.context import AgentView, ServerView
-from gateway.models import hash_secret
-from gateway.snapshot import KeyView, Snapshot, key_is_live
+from intended import background
+from policies_app.actions import mark_key_used, split_key
+from policies_app.core.context import AgentView, ServerView
+from policies_app.core.snapshot import KeyView, Snapshot
+from policies_app.models import hash_secret
 
 log = logging.getLogger("intended.gateway")
 
@@ -53,8 +55,6 @@ def bearer_token(authorization: str | None) -> str | None:
 
 def authenticate(snap: Snapshot, authorization: str | None) -> tuple[AgentView, KeyView] | Refusal:
     """The agent behind `Authorization: Bearer int_<prefix>_<secret>`, or a 401."""
-    from gateway.actions import split_key
-
     token = bearer_token(authorization)
     if token is None:
         return unauthorized("Unauthorized: send an agent key as 'Authorization: Bearer <key>'")
@@ -64,7 +64,7 @@ def authenticate(snap: Snapshot, authorization: str | None) -> tuple[AgentView, 
     secret_hash = hash_secret(parts[1] if parts else token)
     if key is None or not hmac.compare_digest(key.secret_hash, secret_hash):
         return unauthorized("Unauthorized: the agent key is not valid (unknown, wrong or revoked)")
-    if not key_is_live(key):
+    if not key.live():
         return unauthorized("Unauthorized: the agent key has expired")
     agent = snap.agents.get(key.agent)
     if agent is None or not agent.enabled:
@@ -120,7 +120,6 @@ class KeyUsage:
     def __init__(self, every_seconds: float = 60.0) -> None:
         self.every = every_seconds
         self._last: dict[int, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def seen(self, key: KeyView) -> None:
         now = time.monotonic()
@@ -128,15 +127,9 @@ class KeyUsage:
         if last is not None and now - last < self.every:
             return
         self._last[key.id] = now
-        task = asyncio.get_running_loop().create_task(self._write(key.id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        background.spawn(self._write(key.id), what=f"mark key {key.prefix} used")
 
     async def _write(self, key_id: int) -> None:
-        from channels.db import database_sync_to_async
-
-        from gateway.actions import mark_key_used
-
         try:
             await database_sync_to_async(mark_key_used)(key_id)
         except Exception:  # a bookkeeping write must never fail a call

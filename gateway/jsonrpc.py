@@ -25,6 +25,10 @@ UPSTREAM_TIMEOUT = -32001
 UNAUTHORIZED = -32010
 FORBIDDEN = -32011
 SESSION_NOT_FOUND = -32012
+# A policy denied an operation that has no isError result to carry it (anything but tools/call).
+DENIED = -32013
+# MCP's code for a resource that does not exist (or that this agent may not read).
+RESOURCE_NOT_FOUND = -32002
 # The 2026-07-28 spec's code for routing headers that disagree with the body.
 HEADER_MISMATCH = -32020
 
@@ -132,6 +136,11 @@ def error_body(request_id: Any, code: int, message: str, data: Any = None) -> by
     return dumps({"jsonrpc": "2.0", "id": request_id, "error": error})
 
 
+def id_key(request_id: Any) -> str:
+    """A dict key for a JSON-RPC id that keeps 1 and "1" apart (pending requests by id)."""
+    return json.dumps(request_id, sort_keys=True)
+
+
 def result_body(request_id: Any, result: dict[str, Any]) -> bytes:
     return dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
 
@@ -144,13 +153,19 @@ def is_modern_version(version: str | None) -> bool:
     return bool(version) and (version in MODERN_VERSIONS or str(version) >= FIRST_MODERN_VERSION)
 
 
+def is_modern_message(body: Any) -> bool:
+    """Does the message's `_meta` name a 2026-07-28-era protocol version?"""
+    params = body.get("params") if isinstance(body, dict) else None
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and is_modern_version(meta.get(PROTOCOL_VERSION_META_KEY))
+
+
 def era_of(message: Message, version_header: str | None, session_id: str | None) -> str:
     """`modern` for a 2026-07-28 request (its `_meta` or its MCP-Protocol-Version header says
     so, and it carries no session), else `legacy`."""
     if session_id:
         return "legacy"
-    meta = message.params.get("_meta")
-    if isinstance(meta, dict) and is_modern_version(meta.get(PROTOCOL_VERSION_META_KEY)):
+    if is_modern_message(message.body):
         return "modern"
     if is_modern_version(version_header) or message.method == "server/discover":
         return "modern"

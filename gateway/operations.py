@@ -28,8 +28,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from gateway import metrics
 from gateway.transport_security import is_loopback
+from intended import metrics
 
 CHECK_TIMEOUT = 3.0
 UPSTREAM_TIMEOUT = 2.0
@@ -173,7 +173,7 @@ _upstream_cache: dict[str, Any] = {"at": 0.0, "generation": None, "checks": {}}
 
 
 async def upstream_checks() -> dict[str, Check]:
-    from gateway.snapshot import snapshots
+    from policies_app.snapshots import snapshots
 
     snap = await snapshots.get()
     now = time.monotonic()

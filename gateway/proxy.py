@@ -21,12 +21,11 @@ from typing import Any
 
 from django.conf import settings
 
-from gateway import door, jsonrpc, metrics, transport_security
-from gateway.context import ALLOW, DENY, ESCALATE, AgentView, CallContext, ServerView
+from audit_app import actions as audit
+from audit_app import chain
+from gateway import door, jsonrpc, transport_security
 from gateway.jsonrpc import Message
-from gateway.pipeline import UnknownTool, decide
 from gateway.sessions import bindings
-from gateway.snapshot import Snapshot, snapshots
 from gateway.upstream import (
     IDLE_STREAM_HEADER,
     UpstreamError,
@@ -34,6 +33,27 @@ from gateway.upstream import (
     UpstreamTimeout,
     upstream_for,
 )
+from intended import metrics
+from policies_app import pinning, velocity
+from policies_app.core import records
+from policies_app.core.context import (
+    ALLOW,
+    CLIENT_REQUESTS,
+    COMPLETION,
+    DENY,
+    ESCALATE,
+    PROMPT_GET,
+    RESOURCE_OPERATIONS,
+    TOOL_CALL,
+    AgentView,
+    CallContext,
+    Kind,
+    ServerView,
+)
+from policies_app.core.ports import Ports
+from policies_app.core.snapshot import Snapshot
+from policies_app.core.stages import UnknownSubject, decide
+from policies_app.snapshots import snapshots
 
 log = logging.getLogger("intended.gateway")
 
@@ -172,6 +192,7 @@ class GatewayApp:
             snap = await snapshots.get()
         except Exception:
             log.exception("configuration snapshot unavailable")
+            metrics.fail_closed(metrics.CAUSE_CONFIG)
             await response.answer(jsonrpc.error_body(
                 None, jsonrpc.INTERNAL_ERROR, "Service unavailable: the gateway cannot read its configuration"), 503)
             return
@@ -238,14 +259,19 @@ class GatewayApp:
                 f"Header mismatch: {mismatch} does not match the request body", request_id=message.id))
             return
         if message.kind == "request":
-            if message.method == "tools/call":
+            if message.method == TOOL_CALL:
                 await self._tools_call(ex, message)
+                return
+            if message.method in GOVERNED_REQUESTS:
+                await self._governed(ex, message)
                 return
             if message.method in TASK_METHODS and not await self._task_is_theirs(ex, message):
                 await refuse(ex.response, door.Refusal(
                     200 if ex.era == "legacy" else 400, jsonrpc.INVALID_PARAMS,
                     f"Unknown task: {message.params.get('taskId')}", request_id=message.id))
                 return
+        if message.kind == "response":
+            client_request_answered(ex, message)
         await self._forward(ex, hook=self._message_hook(ex, message))
 
     async def _task_is_theirs(self, ex: Exchange, message: Message) -> bool:
@@ -254,12 +280,14 @@ class GatewayApp:
             return True  # malformed: the upstream answers it
         return await bindings.owner(ex.server.name, "task", task_id) == ex.agent.name
 
-    def _message_hook(self, ex: Exchange, message: Message) -> MessageHook | None:
-        if message.kind == "request" and message.method == "tools/list":
-            return ToolsListFilter(ex, message.id)
+    def _message_hook(self, ex: Exchange, message: Message) -> MessageHook:
+        """Every answer is watched: the server's own requests and notifications may come on
+        any stream; list results are filtered to the agent's scope."""
+        if message.kind == "request" and message.method in LIST_FILTERS:
+            return ListFilter(ex, message.id, message.method)
         if message.kind == "request" and message.method == "tasks/list":
             return TasksListFilter(ex, message.id)
-        return None
+        return MessageHook(ex)
 
     async def _tools_call(self, ex: Exchange, message: Message) -> None:
         params = message.params
@@ -276,39 +304,62 @@ class GatewayApp:
             await self._protocol_error(ex, message, jsonrpc.INVALID_PARAMS,
                                        f"Invalid params: arguments are not canonical JSON ({exc})")
             return
-        ctx = CallContext(agent=ex.agent, server=ex.server, tool=tool, arguments=arguments,
+        ctx = CallContext(agent=ex.agent, server=ex.server, subject=tool, arguments=arguments,
                           args_sha256=args_sha256, era=ex.era,  # type: ignore[arg-type]
                           session_id=ex.session_id, client_addr=ex.request.client_addr)
         if (ex.server.name, tool) not in ex.snap.pins:  # never listed here: fetch the catalog first
             from gateway.catalog import pin_unseen_tool
 
             await pin_unseen_tool(ex.snap, ex.agent, ex.server, tool, ex.era)
+        if not await self._decided(ex, message, ctx):
+            return
+        await self._forward(ex, hook=OperationOutcome(ex, message.id, ctx), call_deadline=ex.server.timeout)
+
+    async def _governed(self, ex: Exchange, message: Message) -> None:
+        """resources/read, resources/subscribe, resources/unsubscribe, prompts/get and
+        completion/complete: scoped, decided, audited and held like a tool call."""
+        ctx = governed_context(ex, message)
+        if ctx is None:
+            await self._protocol_error(ex, message, jsonrpc.INVALID_PARAMS,
+                                       f"Invalid params: {message.method} needs {SUBJECT_PARAMS[message.method]}")
+            return
+        if not await self._decided(ex, message, ctx):
+            return
+        await self._forward(ex, hook=OperationOutcome(ex, message.id, ctx), call_deadline=ex.server.timeout)
+
+    async def _decided(self, ex: Exchange, message: Message, ctx: CallContext) -> bool:
+        """Decide, commit the decision entry, hold an escalation for its reviewer; answer the
+        agent unless the operation may go upstream (then True)."""
         decision_started = time.monotonic()
         try:
-            await decide(ctx, ex.snap)
-        except UnknownTool:
-            await audit_unknown_tool(ctx)
-            await self._protocol_error(ex, message, jsonrpc.INVALID_PARAMS, f"Unknown tool: {tool}")
-            return
+            await decide(ctx, ex.snap, ports())
+        except UnknownSubject:
+            await audit_unknown_subject(ctx)
+            code, text = not_found(ctx)
+            await self._protocol_error(ex, message, code, text)
+            return False
         audited = await audit_decision(ctx)
         metrics.call_decided(ctx, time.monotonic() - decision_started)
         if not audited:
             await self._deny(ex, message, ctx)
-            return
+            return False
         if ctx.decision == ESCALATE:
             await self._hold(ex, message, ctx)
             metrics.call_released(ctx)
         if ctx.decision != ALLOW:
             await self._deny(ex, message, ctx)
-            return
-        await self._forward(ex, hook=ToolCallOutcome(ex, message.id, ctx), call_deadline=ex.server.timeout)
+            return False
+        return True
 
     async def _protocol_error(self, ex: Exchange, message: Message, code: int, text: str) -> None:
         status = 200 if ex.era == "legacy" else jsonrpc_status(code)
         await ex.response.answer(jsonrpc.error_body(message.id, code, text), status)
 
     async def _deny(self, ex: Exchange, message: Message, ctx: CallContext) -> None:
-        await ex.response.answer(jsonrpc.result_body(message.id, denial_result(ctx)))
+        if ctx.operation == TOOL_CALL:
+            await ex.response.answer(jsonrpc.result_body(message.id, denial_result(ctx)))
+        else:
+            await ex.response.answer(jsonrpc.error_body(message.id, jsonrpc.DENIED, denial_text(ctx), denial_meta(ctx)))
 
     async def _hold(self, ex: Exchange, message: Message, ctx: CallContext) -> None:
         """Keep the agent's request open until a reviewer decides (time here is not upstream
@@ -352,7 +403,7 @@ class GatewayApp:
         await self._forward(ex, hook=StreamHook(ex))
 
     async def _delete(self, ex: Exchange) -> None:
-        status = await self._forward(ex, hook=None)
+        status = await self._forward(ex, hook=MessageHook(ex))
         if ex.session_id and status is not None and 200 <= status < 300:
             await bindings.forget(ex.server.name, "session", ex.session_id)
 
@@ -419,9 +470,13 @@ def jsonrpc_status(code: int) -> int:
 
 # --- message hooks: the few places where the gateway looks into the answer ------------------
 
+DROP = b""  # a hook's answer meaning: do not relay this message to the agent
+
 
 class MessageHook:
-    """Sees each JSON-RPC message the upstream sends back; may replace it (bytes) or keep it.
+    """Sees each JSON-RPC message the upstream sends back; may replace it (bytes), drop it
+    (DROP) or keep it (None). Every hook governs the server's own requests to the agent's
+    client and filters resource notifications; subclasses look at the answer itself.
 
     The upstream's messages are parsed with the fast json.loads: the duplicate-key check is
     for what agents send (the gateway decides on it), not for answers it relays."""
@@ -430,7 +485,17 @@ class MessageHook:
     last_event_id: str | None = None  # of the last SSE event relayed
     cut_mid_event: bool = False  # the SSE stream ended inside an event
 
+    def __init__(self, ex: Exchange) -> None:
+        self.ex = ex
+
     async def on_message(self, payload: bytes) -> bytes | None:
+        if b'"method"' in payload:
+            message = json.loads(payload)
+            if isinstance(message, dict) and isinstance(message.get("method"), str):
+                return await server_message(self.ex, message)
+        return await self.on_answer(payload)
+
+    async def on_answer(self, payload: bytes) -> bytes | None:
         return None
 
     async def finished(self, started: float) -> None:
@@ -440,36 +505,72 @@ class MessageHook:
         return None
 
 
-class ToolsListFilter(MessageHook):
-    """A tools/list result keeps only the tools this agent may see (scope and pinning)."""
+def _answer_to(payload: bytes, request_id: Any) -> dict[str, Any] | None:
+    """The upstream's answer to this request, parsed; None for anything else."""
+    message = json.loads(payload)
+    if not isinstance(message, dict) or "method" in message or message.get("id") != request_id:
+        return None
+    return message
 
-    def __init__(self, ex: Exchange, request_id: Any) -> None:
-        self.ex = ex
+
+# list method -> (the result's list key, the kind of subject it lists)
+LIST_FILTERS: dict[str, tuple[str, Kind]] = {
+    "tools/list": ("tools", "tool"),
+    "resources/list": ("resources", "resource"),
+    "resources/templates/list": ("resourceTemplates", "resource"),
+    "prompts/list": ("prompts", "prompt"),
+}
+
+
+class ListFilter(MessageHook):
+    """A listing keeps only what this agent's scope admits (and, for tools, what is pinned)."""
+
+    def __init__(self, ex: Exchange, request_id: Any, method: str) -> None:
+        super().__init__(ex)
         self.request_id = request_id
+        self.method = method
 
-    async def on_message(self, payload: bytes) -> bytes | None:
-        if b'"tools"' not in payload:
+    async def on_answer(self, payload: bytes) -> bytes | None:
+        key, _ = LIST_FILTERS[self.method]
+        if f'"{key}"'.encode() not in payload:
             return None
-        message = json.loads(payload)
-        if not isinstance(message, dict) or "method" in message:
+        message = _answer_to(payload, self.request_id)
+        if message is None:
             return None
-        if self.request_id is not None and message.get("id") != self.request_id:
-            return None
-        return await filter_tools_message(self.ex, message)
+        return await filter_listing(self.ex, self.method, message)
+
+
+async def filter_listing(ex: Exchange, method: str, message: dict[str, Any]) -> bytes | None:
+    key, _ = LIST_FILTERS[method]
+    result = message.get("result")
+    if not isinstance(result, dict) or not isinstance(result.get(key), list):
+        return None
+    items = [item for item in result[key] if isinstance(item, dict)]
+    server, agent = ex.server.name, ex.agent
+    if method == "tools/list":
+        result[key] = await pinning.filter_tools(ex.snap, agent, ex.server, items)
+    elif method == "resources/list":
+        result[key] = [r for r in items if isinstance(r.get("uri"), str) and agent.may_read(server, r["uri"])]
+    elif method == "resources/templates/list":
+        result[key] = [t for t in items
+                       if isinstance(t.get("uriTemplate"), str) and agent.may_see_template(server, t["uriTemplate"])]
+    else:
+        result[key] = [p for p in items if isinstance(p.get("name"), str) and agent.may_use_prompt(server, p["name"])]
+    return jsonrpc.dumps(message)
 
 
 class TasksListFilter(MessageHook):
     """A tasks/list result keeps only the tasks this agent's own calls created."""
 
     def __init__(self, ex: Exchange, request_id: Any) -> None:
-        self.ex = ex
+        super().__init__(ex)
         self.request_id = request_id
 
-    async def on_message(self, payload: bytes) -> bytes | None:
+    async def on_answer(self, payload: bytes) -> bytes | None:
         if b'"tasks"' not in payload:
             return None
-        message = json.loads(payload)
-        if not isinstance(message, dict) or "method" in message or message.get("id") != self.request_id:
+        message = _answer_to(payload, self.request_id)
+        if message is None:
             return None
         result = message.get("result")
         if not isinstance(result, dict) or not isinstance(result.get("tasks"), list):
@@ -484,39 +585,27 @@ class TasksListFilter(MessageHook):
         return jsonrpc.dumps(message)
 
 
-async def filter_tools_message(ex: Exchange, message: dict[str, Any]) -> bytes | None:
-    from policies_app.pinning import filter_tools
-
-    result = message.get("result")
-    if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
-        return None
-    tools = [t for t in result["tools"] if isinstance(t, dict)]
-    result["tools"] = await filter_tools(ex.snap, ex.agent, ex.server, tools)
-    return jsonrpc.dumps(message)
-
-
-class ToolCallOutcome(MessageHook):
-    """Records the outcome of an allowed call when its response message goes by."""
+class OperationOutcome(MessageHook):
+    """Records the outcome of an allowed operation when its response message goes by."""
 
     def __init__(self, ex: Exchange, request_id: Any, ctx: CallContext) -> None:
-        self.ex = ex
+        super().__init__(ex)
         self.request_id = request_id
         self.ctx = ctx
         self.recorded = False
 
-    async def on_message(self, payload: bytes) -> bytes | None:
+    async def on_answer(self, payload: bytes) -> bytes | None:
         if self.recorded or (b'"result"' not in payload and b'"error"' not in payload):
             return None
-        message = json.loads(payload)
-        if not isinstance(message, dict) or "method" in message or message.get("id") != self.request_id:
+        message = _answer_to(payload, self.request_id)
+        if message is None:
             return None
         self.recorded = True
         result = message.get("result")
-        failed = "error" in message or (isinstance(result, dict) and result.get("isError") is True)
         task = result.get("task") if isinstance(result, dict) else None
         if isinstance(task, dict) and isinstance(task.get("taskId"), str):
             await bindings.bind(self.ex.server.name, "task", task["taskId"], self.ex.agent.name)
-        await record_outcome(self.ctx, "error" if failed else "ok", self.started, payload)
+        record_outcome(self.ctx, "error" if answer_failed(message) else "ok", self.started, payload)
         return None
 
     @property
@@ -527,12 +616,17 @@ class ToolCallOutcome(MessageHook):
 
     async def finished(self, started: float) -> None:
         if not self.recorded:
-            remember_pending((self.ex.server.name, self.ex.session_id, _id_key(self.request_id)), self.ctx)
+            remember_pending((self.ex.server.name, self.ex.session_id, jsonrpc.id_key(self.request_id)), self.ctx)
 
     async def failed(self, status: str, started: float) -> None:
         if not self.recorded:
             self.recorded = True
-            await record_outcome(self.ctx, status, started, b"")
+            record_outcome(self.ctx, status, started, b"")
+
+
+def answer_failed(message: dict[str, Any]) -> bool:
+    result = message.get("result")
+    return "error" in message or (isinstance(result, dict) and result.get("isError") is True)
 
 
 # Allowed calls whose result did not come on their own stream: a resumed stream may carry it.
@@ -546,32 +640,95 @@ def remember_pending(key: tuple[str, str | None, str], ctx: CallContext) -> None
         pending_calls.popitem(last=False)
 
 
-def _id_key(request_id: Any) -> str:
-    return f"{type(request_id).__name__}:{request_id}"
-
-
 class StreamHook(MessageHook):
-    """On a GET stream (standalone, or resumed with Last-Event-ID): a tools/list result is
-    filtered, and the result of a call decided earlier gets its outcome entry."""
+    """On a GET stream (standalone, or resumed with Last-Event-ID): a listing is filtered, and
+    the result of a call decided earlier gets its outcome entry."""
 
-    def __init__(self, ex: Exchange) -> None:
-        self.ex = ex
-
-    async def on_message(self, payload: bytes) -> bytes | None:
+    async def on_answer(self, payload: bytes) -> bytes | None:
         if b'"result"' not in payload and b'"error"' not in payload:
             return None
         message = json.loads(payload)
         if not isinstance(message, dict) or "method" in message:
             return None
-        ctx = pending_calls.pop((self.ex.server.name, self.ex.session_id, _id_key(message.get("id"))), None)
+        ctx = pending_calls.pop((self.ex.server.name, self.ex.session_id, jsonrpc.id_key(message.get("id"))), None)
         if ctx is not None:
-            result = message.get("result")
-            failed = "error" in message or (isinstance(result, dict) and result.get("isError") is True)
-            await record_outcome(ctx, "error" if failed else "ok", None, payload)
+            record_outcome(ctx, "error" if answer_failed(message) else "ok", None, payload)
             return None
-        if b'"tools"' in payload:
-            return await filter_tools_message(self.ex, message)
+        result = message.get("result")
+        if isinstance(result, dict):
+            for method, (key, _) in LIST_FILTERS.items():
+                if isinstance(result.get(key), list):
+                    return await filter_listing(self.ex, method, message)
         return None
+
+
+# --- the server's own messages to the agent ----------------------------------------------------
+
+
+async def server_message(ex: Exchange, message: dict[str, Any]) -> bytes | None:
+    """A request or notification from the server on its way to the agent's client. Its
+    requests to the client (sampling, elicitation, roots) are decided by this agent's
+    policies; a denied one is answered to the server and never reaches the agent. Resource
+    notifications reach the agent only for resources its scope admits."""
+    method = message["method"]
+    raw_params = message.get("params")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    if method == "notifications/resources/updated":
+        uri = params.get("uri")
+        return None if isinstance(uri, str) and ex.agent.may_read(ex.server.name, uri) else DROP
+    if method not in CLIENT_REQUESTS or "id" not in message:
+        return None
+    ctx = CallContext(agent=ex.agent, server=ex.server, subject=method, arguments=dict(params),
+                      args_sha256=_sha256_or_empty(params), operation=method, era=ex.era,  # type: ignore[arg-type]
+                      session_id=ex.session_id, client_addr=ex.request.client_addr)
+    decision_started = time.monotonic()
+    await decide(ctx, ex.snap, ports())
+    if ctx.decision == ESCALATE:  # nobody can hold the server's request open for a reviewer
+        ctx.deny(f"{ctx.reason} (escalation counts as a denial for the server's requests)")
+    audited = await audit_decision(ctx)
+    metrics.call_decided(ctx, time.monotonic() - decision_started)
+    if audited and ctx.decision == ALLOW:
+        remember_client_request(ex, message["id"], ctx)
+        return None
+    await answer_server(ex, jsonrpc.error_body(message["id"], jsonrpc.DENIED, denial_text(ctx), denial_meta(ctx)))
+    return DROP
+
+
+def _sha256_or_empty(value: Any) -> str:
+    try:
+        return canonical_sha256(value)
+    except ValueError:
+        return ""
+
+
+async def answer_server(ex: Exchange, payload: bytes) -> None:
+    """The gateway answers a request of the server itself, on the agent's session (a POST of a
+    JSON-RPC response, as a client would send it)."""
+    headers = [(k, v) for k, v in ex.request.upstream_headers()
+               if k in ("mcp-session-id", "mcp-protocol-version", "user-agent")]
+    headers += [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
+    try:
+        answer = await upstream_for(ex.server).request("POST", headers, payload)
+        await answer.aclose()
+    except Exception:
+        log.warning("could not answer a denied request of %s", ex.server.name, exc_info=True)
+
+
+# The server's requests relayed to an agent, waiting for the agent's answer (its outcome).
+pending_client_requests: OrderedDict[tuple[str, str | None, str], tuple[CallContext, float]] = OrderedDict()
+
+
+def remember_client_request(ex: Exchange, request_id: Any, ctx: CallContext) -> None:
+    pending_client_requests[(ex.server.name, ex.session_id, jsonrpc.id_key(request_id))] = (ctx, time.monotonic())
+    while len(pending_client_requests) > PENDING_CALLS_KEPT:
+        pending_client_requests.popitem(last=False)
+
+
+def client_request_answered(ex: Exchange, message: Message) -> None:
+    found = pending_client_requests.pop((ex.server.name, ex.session_id, jsonrpc.id_key(message.id)), None)
+    if found is not None:
+        ctx, started = found
+        record_outcome(ctx, "error" if "error" in message.body else "ok", started, ex.request.body)
 
 
 # --- relaying the upstream's answer ---------------------------------------------------------
@@ -602,11 +759,11 @@ async def relay(ex: Exchange, answer: UpstreamResponse, hook: MessageHook | None
         if not response.started:
             await response.start(answer.status, headers)
         await response.end()
-    elif hook is not None and (is_json or isinstance(hook, ToolCallOutcome)):
+    elif hook is not None and (is_json or isinstance(hook, OperationOutcome)):
         payload = b"".join([chunk async for chunk in answer.body])
         replaced = await offer_message(hook, payload) if payload else None
         expect_call_answered(ex, answer, hook, content_type)
-        body = replaced if replaced is not None else payload
+        body = replaced if replaced else payload
         await response.start(answer.status, [*headers, (b"content-length", str(len(body)).encode())])
         await response.end(body)
     else:
@@ -634,7 +791,7 @@ async def relay_into_committed_sse(ex: Exchange, answer: UpstreamResponse, hook:
                                          f"Upstream {ex.server.name} answered HTTP {answer.status}")
         replaced = await offer_message(hook, payload) if hook is not None else None
         expect_call_answered(ex, answer, hook, answer.header("content-type") or "")
-        await ex.response.chunk(jsonrpc.sse_message(replaced if replaced is not None else payload))
+        await ex.response.chunk(jsonrpc.sse_message(replaced if replaced else payload))
     await ex.response.end()
 
 
@@ -651,7 +808,7 @@ def expect_call_answered(ex: Exchange, answer: UpstreamResponse, hook: MessageHo
     error page, a stream cut mid-event) is a failed call: the agent gets a JSON-RPC error and
     the call an outcome entry. Only a stream that ended cleanly after an event the agent can
     resume from may still bring the result."""
-    if not isinstance(hook, ToolCallOutcome) or hook.recorded or hook.resumable:
+    if not isinstance(hook, OperationOutcome) or hook.recorded or hook.resumable:
         return
     if hook.cut_mid_event:
         what = "hung up in the middle of an event"
@@ -701,6 +858,8 @@ async def rewrite_event(raw: bytes, hook: MessageHook) -> bytes:
         return raw  # not JSON: not a message we act on
     if replaced is None:
         return raw
+    if replaced == DROP:
+        return DROP
     head = f"id: {event.id}\n" if event.id is not None else ""
     return head.encode() + jsonrpc.sse_message(replaced)
 
@@ -766,28 +925,82 @@ async def run_until_disconnect(receive: Any, response: AgentResponse, work: Awai
         watcher.cancel()
 
 
-# --- tools/call: canonical arguments, audit, denial ----------------------------------------
+# --- governed operations: context, audit, denial ---------------------------------------------
+
+GOVERNED_REQUESTS = frozenset({*RESOURCE_OPERATIONS, PROMPT_GET, COMPLETION})
+SUBJECT_PARAMS = {**{op: "a uri" for op in RESOURCE_OPERATIONS}, PROMPT_GET: "a prompt name",
+                  COMPLETION: "a ref naming a prompt or a resource"}
+REF_KINDS: dict[str, Kind] = {"ref/prompt": "prompt", "ref/resource": "resource"}
 
 
-def canonical_sha256(arguments: dict[str, Any]) -> str:
-    import rfc8785
+def governed_context(ex: Exchange, message: Message) -> CallContext | None:
+    """The operation's context from its params; None when they do not name a subject."""
+    params = message.params
+    method = message.method
+    ref_kind: Kind | None = None
+    arguments: Any = {}
+    if method in RESOURCE_OPERATIONS:
+        subject = params.get("uri")
+    elif method == PROMPT_GET:
+        subject, arguments = params.get("name"), params.get("arguments") or {}
+    else:
+        raw_ref = params.get("ref")
+        ref: dict[str, Any] = raw_ref if isinstance(raw_ref, dict) else {}
+        ref_kind = REF_KINDS.get(ref.get("type", ""))
+        subject = ref.get("name") if ref_kind == "prompt" else ref.get("uri")
+        arguments = {"argument": params.get("argument"), "context": params.get("context")}
+        if ref_kind is None:
+            return None
+    if not isinstance(subject, str) or not subject or not isinstance(arguments, dict):
+        return None
+    try:
+        args_sha256 = canonical_sha256(arguments)
+    except ValueError:
+        return None
+    return CallContext(agent=ex.agent, server=ex.server, subject=subject, arguments=arguments,
+                       args_sha256=args_sha256, operation=method, ref_kind=ref_kind,
+                       era=ex.era, session_id=ex.session_id,  # type: ignore[arg-type]
+                       client_addr=ex.request.client_addr)
 
-    return hashlib.sha256(rfc8785.dumps(arguments)).hexdigest()
+
+def not_found(ctx: CallContext) -> tuple[int, str]:
+    """The same answer for out of scope, held and nonexistent (docs/GATEWAY.md)."""
+    if ctx.kind == "resource":
+        return jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {ctx.subject}"
+    if ctx.kind == "prompt":
+        return jsonrpc.INVALID_PARAMS, f"Unknown prompt: {ctx.subject}"
+    return jsonrpc.INVALID_PARAMS, f"Unknown tool: {ctx.subject}"
+
+
+def ports() -> Ports:
+    """The live ports of the decision core in this process."""
+    return Ports(counters=velocity.counters(), pins=pinning.current_pin)
+
+
+def canonical_sha256(arguments: Any) -> str:
+    return chain.canonical_sha256(arguments)
+
+
+def denial_text(ctx: CallContext) -> str:
+    reason = ctx.reason or "no policy allows this call"
+    return reason if reason.lower().startswith("denied") else f"Denied by policy: {reason}"
+
+
+def denial_meta(ctx: CallContext) -> dict[str, Any]:
+    return {
+        "intended/decision": ctx.decision or DENY,
+        "intended/reason": ctx.reason or "no policy allows this call",
+        "intended/rules": list(ctx.rules),
+        "intended/risk": ctx.risk.as_dict(),
+        "intended/call_id": ctx.call_id,
+    }
 
 
 def denial_result(ctx: CallContext) -> dict[str, Any]:
-    reason = ctx.reason or "no policy allows this call"
-    text = reason if reason.lower().startswith("denied") else f"Denied by policy: {reason}"
     result: dict[str, Any] = {
-        "content": [{"type": "text", "text": text}],
+        "content": [{"type": "text", "text": denial_text(ctx)}],
         "isError": True,
-        "_meta": {
-            "intended/decision": ctx.decision or DENY,
-            "intended/reason": reason,
-            "intended/rules": list(ctx.rules),
-            "intended/risk": ctx.risk.as_dict(),
-            "intended/call_id": ctx.call_id,
-        },
+        "_meta": denial_meta(ctx),
     }
     if ctx.era == "modern":
         result["resultType"] = "complete"  # required on every 2026-07-28 result
@@ -796,10 +1009,8 @@ def denial_result(ctx: CallContext) -> dict[str, Any]:
 
 async def audit_decision(ctx: CallContext) -> bool:
     """Commit the decision entry; when that fails the call is denied (nothing unaudited)."""
-    from audit_app.actions import record_decision
-
     try:
-        await record_decision(ctx)
+        await audit.record_decision(records.decision_record(ctx))
         return True
     except Exception as exc:
         log.exception("could not audit call %s", ctx.call_id)
@@ -807,26 +1018,22 @@ async def audit_decision(ctx: CallContext) -> bool:
         return False
 
 
-async def audit_unknown_tool(ctx: CallContext) -> None:
-    from audit_app.actions import record_decision
-
-    ctx.deny(f"Unknown tool: {ctx.tool}", rules=["unknown-tool"])
+async def audit_unknown_subject(ctx: CallContext) -> None:
+    ctx.deny(not_found(ctx)[1], rules=["unknown-tool" if ctx.kind == "tool" else f"unknown-{ctx.kind}"])
     try:
-        await record_decision(ctx)
+        await audit.record_decision(records.decision_record(ctx))
     except Exception:
-        log.exception("could not audit unknown tool call %s", ctx.call_id)
+        log.exception("could not audit unknown subject call %s", ctx.call_id)
 
 
-async def record_outcome(ctx: CallContext, status: str, started: float | None, payload: bytes) -> None:
+def record_outcome(ctx: CallContext, status: str, started: float | None, payload: bytes) -> None:
     """Queue the outcome entry; it is committed with the next batch, not before the result is
     relayed (only the decision entry must be committed before forwarding)."""
-    from audit_app.actions import submit_outcome
-
     latency_ms = (time.monotonic() - started) * 1000 if started is not None else 0.0
     try:
-        submit_outcome(ctx, status=status, latency_ms=latency_ms,
-                       result_sha256=hashlib.sha256(payload).hexdigest() if payload else "",
-                       result_size=len(payload))
+        audit.submit_outcome(records.outcome_record(
+            ctx, status=status, latency_ms=latency_ms,
+            result_sha256=hashlib.sha256(payload).hexdigest() if payload else "", result_size=len(payload)))
     except Exception:
         log.exception("could not record the outcome of call %s", ctx.call_id)
     metrics.call_finished(ctx, status, latency_ms / 1000 if started is not None else None)

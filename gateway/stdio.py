@@ -43,11 +43,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.jsonrpc import error_body, id_key, is_modern_message, sse_message
 from gateway.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 
 log = logging.getLogger("intended.gateway.stdio")
 
-MODERN_VERSION_META = "io.modelcontextprotocol/protocolVersion"
 IDLE_STREAM_HEADER = "x-intended-stream"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 STREAM_QUEUE = 256  # messages buffered per response stream before the child is made to wait
@@ -81,11 +81,6 @@ class Message:
         return id_key(self.data.get("id"))
 
 
-def id_key(value: Any) -> str:
-    """A dict key for a JSON-RPC id that keeps 1 and "1" apart."""
-    return json.dumps(value, sort_keys=True)
-
-
 def progress_token(data: Mapping[str, Any]) -> Any:
     params = data.get("params")
     if not isinstance(params, Mapping):
@@ -94,12 +89,6 @@ def progress_token(data: Mapping[str, Any]) -> Any:
         return params.get("progressToken")
     meta = params.get("_meta")
     return meta.get("progressToken") if isinstance(meta, Mapping) else None
-
-
-def is_modern(data: Mapping[str, Any]) -> bool:
-    params = data.get("params")
-    meta = params.get("_meta") if isinstance(params, Mapping) else None
-    return isinstance(meta, Mapping) and MODERN_VERSION_META in meta
 
 
 def request_state(data: Mapping[str, Any]) -> str | None:
@@ -112,16 +101,6 @@ def request_state(data: Mapping[str, Any]) -> str | None:
 def one_line(body: bytes) -> bytes:
     """JSON text on one line: JSON strings cannot hold raw newlines, so this is lossless."""
     return body.strip().replace(b"\r", b" ").replace(b"\n", b" ")
-
-
-def sse_event(raw: bytes) -> bytes:
-    return b"event: message\ndata: " + raw + b"\n\n"
-
-
-def error_message(request_id: Any, code: int, message: str) -> bytes:
-    return json.dumps(
-        {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
-    ).encode()
 
 
 def header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
@@ -146,7 +125,7 @@ def json_response(status: int, payload: bytes = b"", extra: Sequence[tuple[str, 
 
 
 def http_error(status: int, code: int, message: str) -> UpstreamResponse:
-    return json_response(status, error_message(None, code, message))
+    return json_response(status, error_body(None, code, message))
 
 
 def child_environment(credential_name: str = "", credential: str = "") -> dict[str, str]:
@@ -320,7 +299,7 @@ class ResponseStream:
             return
         self._drain()
         if self.request_id is not None:
-            raw = error_message(self.request_id, -32603, reason)
+            raw = error_body(self.request_id, -32603, reason)
             self._queue.put_nowait(Message(raw, json.loads(raw)))
         self._queue.put_nowait(_END)
 
@@ -356,7 +335,7 @@ async def _sse_body(stream: ResponseStream, idle_timeout: float | None,
                     done: Callable[[ResponseStream], Awaitable[None]]) -> AsyncIterator[bytes]:
     try:
         async for message in stream.messages(idle_timeout):
-            yield sse_event(message.raw)
+            yield sse_message(message.raw)
     finally:
         stream.close()
         await done(stream)
@@ -573,7 +552,7 @@ class ModernPool:
         try:
             async for message in stream.messages(timeout):
                 last = message
-                yield sse_event(message.raw)
+                yield sse_message(message.raw)
         finally:
             stream.close()
             # Ending before the answer is the agent's cancellation: the child goes with it.
@@ -602,7 +581,7 @@ class StdioUpstream:
         keep_idle_children: int = 1,
         session_idle_seconds: float = 900.0,
     ) -> None:
-        """`server` is a gateway.context.ServerView (its command, credential and timeout), or
+        """`server` is a policies_app.core.context.ServerView (its command, credential and timeout), or
         the argv to spawn."""
         if isinstance(server, (list, tuple)):
             command, credential_env = list(server), child_environment()
@@ -652,7 +631,7 @@ class StdioUpstream:
             return await session.post(data, line, headers, timeout)
         if data.get("method") == "initialize":
             return await self._initialize(data, line, headers)
-        if is_modern(data):
+        if is_modern_message(data):
             return await self.modern.post(data, line, headers, timeout)
         return http_error(400, -32000, "Bad Request: No valid session ID provided")
 
@@ -677,7 +656,7 @@ class StdioUpstream:
             self.sessions[session.id] = session
             extra = [("mcp-session-id", session.id)]
         if accepts_sse(headers):
-            return UpstreamResponse(200, _sse_headers(extra), _once(sse_event(answer.raw)))
+            return UpstreamResponse(200, _sse_headers(extra), _once(sse_message(answer.raw)))
         return json_response(200, answer.raw, extra)
 
     async def _make_room(self) -> None:

@@ -108,7 +108,7 @@ async def refuse_plain_http(scope: dict[str, Any], send: Any) -> bool:
     reason = refusal_for(scope)
     if reason is None:
         return False
-    from gateway import metrics
+    from intended import metrics
 
     metrics.refused("tls_required")
     body = refusal_body(reason)
@@ -135,7 +135,7 @@ class RequireTLSForWebsockets:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and refusal_for(scope) is not None:
-            from gateway import metrics
+            from intended import metrics
 
             metrics.refused("tls_required")
             message = await receive()

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.upstream_pool import ConnectionFailed, Http1Connection, Pool
+from intended import background
 
 if TYPE_CHECKING:
-    from gateway.context import ServerView
+    from policies_app.core.context import ServerView
 
 
 class UpstreamError(Exception):
@@ -133,19 +134,23 @@ def _identity(server: ServerView) -> tuple[object, ...]:
 _upstreams: dict[str, tuple[tuple[object, ...], Upstream]] = {}
 
 
+def new_upstream(server: ServerView) -> Upstream:
+    """A new Upstream for this server: HTTP, or stdio when the server has a command (the one
+    factory; `upstream_for` keeps one per server for the proxy)."""
+    if server.command:
+        from gateway.stdio import StdioUpstream  # stdio builds on this module
+
+        return StdioUpstream(server)  # type: ignore[return-value]
+    return HttpUpstream(server)
+
+
 def upstream_for(server: ServerView) -> Upstream:
-    """The Upstream for this server: HTTP, or stdio when the server has a command."""
+    """This process's Upstream for this server, replaced when the server's settings change."""
     identity = _identity(server)
     cached = _upstreams.get(server.name)
     if cached is not None and cached[0] == identity:
         return cached[1]
-    upstream: Upstream
-    if server.command:
-        from gateway.stdio import StdioUpstream
-
-        upstream = StdioUpstream(server)  # type: ignore[assignment]
-    else:
-        upstream = HttpUpstream(server)
+    upstream = new_upstream(server)
     _upstreams[server.name] = (identity, upstream)
     if cached is not None:
         _close_later(cached[1])
@@ -159,6 +164,14 @@ def _close_later(upstream: Upstream) -> None:
         await upstream.aclose()
 
     try:
-        asyncio.get_running_loop().create_task(close())
+        background.spawn(close(), what="close an upstream whose settings changed")
     except RuntimeError:
-        pass
+        pass  # no event loop (a management command): nothing is open
+
+
+async def close_all() -> None:
+    """Close every upstream of this process (shutdown)."""
+    cached = list(_upstreams.values())
+    _upstreams.clear()
+    for _, upstream in cached:
+        await upstream.aclose()

@@ -1,5 +1,4 @@
-from __future__ import annotations
-
-from intended.celery import app as celery_app
-
-__all__ = ["celery_app"]
+"""The project: settings, ASGI routing, and what every app may use (metrics, logging, the glob
+dialect, background tasks). The Celery app is `intended.celery` (`celery -A intended`); the
+Django side loads it when the apps are ready (approvals_app.apps), so importing a module of
+this package needs neither Celery nor Django."""

@@ -16,6 +16,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from gateway.lifespan import lifespan  # noqa: E402
 from gateway.proxy import GatewayApp  # noqa: E402
 from gateway.transport_security import RequireTLSForWebsockets  # noqa: E402
 from intended.routing import websocket_urlpatterns  # noqa: E402
@@ -33,5 +34,6 @@ application = ProtocolTypeRouter(
         "websocket": RequireTLSForWebsockets(
             AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
+        "lifespan": lifespan,
     }
 )

@@ -25,7 +25,7 @@ CONTEXT_FIELDS = ("call_id", "agent", "server", "tool", "intent", "decision", "s
 
 
 def call_fields(ctx: Any, **more: Any) -> dict[str, Any]:
-    """The `extra=` for a log line about one tool call (a gateway.context.CallContext)."""
+    """The `extra=` for a log line about one tool call (a policies_app.core.context.CallContext)."""
     fields = {
         "call_id": ctx.call_id,
         "agent": ctx.agent.name,

@@ -5,7 +5,8 @@ bumps the configuration stamp, so every gateway process picks the change up with
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,16 +17,29 @@ from django.utils import timezone
 from audit_app.actions import record_admin
 from policies_app import config
 from policies_app.config import ConfigError, Desired, Known
+from policies_app.models import (
+    KEY_PREFIX,
+    Agent,
+    AgentKey,
+    ConfigStamp,
+    PolicyVersion,
+    Server,
+    ToolPin,
+    hash_secret,
+)
 
 SERVER_FIELDS = ("url", "command", "credential_header", "credential_env", "domain_pack", "new_tools",
                  "timeout_seconds", "connect_timeout_seconds")
-AGENT_FIELDS = ("owner", "roles", "tool_scope", "enabled")
+AGENT_FIELDS = ("owner", "roles", "tool_scope", "resource_scope", "prompt_scope", "enabled")
+# A server's subject -> intent maps, each planned entry by entry: (field, change kind, config key).
+INTENT_MAPS = (("tool_intents", "tool_intent", "tools"), ("resource_intents", "resource_intent", "resources"),
+               ("prompt_intents", "prompt_intent", "prompts"))
 UNLISTED_ROLES = ("admin", "auditor")  # managed with create_user, never by the config file
 
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # server, agent, reviewers, policy, velocity_rule, tool_intent
+    kind: str  # server, agent, reviewers, policy, velocity_rule, tool_intent, resource_intent, prompt_intent
     name: str
     action: str  # added, changed, removed
     details: str = ""
@@ -67,7 +81,6 @@ class Plan:
 
 
 def _policy_document() -> dict[str, list[dict[str, Any]]]:
-    from policies_app.models import PolicyVersion
 
     active = PolicyVersion.active()
     doc = active.document if active else {}
@@ -81,22 +94,32 @@ def _scope(raw: Any) -> dict[str, Any]:
     return dict(sorted(out.items()))
 
 
+def _globs(raw: Any) -> dict[str, list[str]]:
+    """A resource scope: {server: sorted URI globs}; "*" is a glob here, not a keyword."""
+    out: dict[str, list[str]] = {}
+    for server, globs in (raw or {}).items():
+        out[server] = sorted({globs} if isinstance(globs, str) else set(globs))
+    return dict(sorted(out.items()))
+
+
 def current_state() -> Desired:
     from django.contrib.auth.models import Group
 
-    from gateway.models import Agent, Server
 
     servers = {
         s.name: {
             "url": s.url, "command": list(s.command or []), "credential_header": s.credential_header,
             "credential_env": s.credential_env, "domain_pack": s.domain_pack,
-            "tool_intents": dict(sorted((s.tool_intents or {}).items())), "new_tools": s.new_tools,
+            "tool_intents": dict(sorted((s.tool_intents or {}).items())),
+            "resource_intents": dict(sorted((s.resource_intents or {}).items())),
+            "prompt_intents": dict(sorted((s.prompt_intents or {}).items())), "new_tools": s.new_tools,
             "timeout_seconds": float(s.timeout_seconds), "connect_timeout_seconds": float(s.connect_timeout_seconds),
         }
         for s in Server.objects.all()
     }
     agents = {
-        a.name: {"owner": a.owner, "roles": sorted(set(a.roles or [])), "tool_scope": _scope(a.tool_scope), "enabled": a.enabled}
+        a.name: {"owner": a.owner, "roles": sorted(set(a.roles or [])), "tool_scope": _scope(a.tool_scope),
+                 "resource_scope": _globs(a.resource_scope), "prompt_scope": _scope(a.prompt_scope), "enabled": a.enabled}
         for a in Agent.objects.all()
     }
     reviewers = {
@@ -109,7 +132,6 @@ def current_state() -> Desired:
 def known_state() -> Known:
     from django.contrib.auth.models import Group, User
 
-    from gateway.models import Agent, Server
 
     return Known(
         servers=set(Server.objects.values_list("name", flat=True)),
@@ -124,7 +146,6 @@ def known_state() -> Known:
 
 
 def _stored_secret(name: str) -> str:
-    from gateway.models import Server
 
     server = Server.objects.filter(name=name).first()
     return server.credential() if server else ""
@@ -138,6 +159,18 @@ def _rule_label(kind: str, index: int, rule: Mapping[str, Any]) -> str:
     name = rule.get("name") or f"{kind}[{index}]"
     what = rule.get("decision") or f"{rule.get('max_calls')}/{rule.get('window')}"
     return f"{name} {rule.get('intent')} -> {what}"
+
+
+def _plan_intents(add: Callable[[Change], None], kind: str, server: str, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+    """One change per subject (tool, URI glob, prompt) whose intent is added, changed or removed."""
+    for subject, intent in new.items():
+        if subject not in old:
+            add(Change(kind, f"{server}/{subject}", "added", intent))
+        elif old[subject] != intent:
+            add(Change(kind, f"{server}/{subject}", "changed", f"{old[subject]} -> {intent}"))
+    for subject in old:
+        if subject not in new:
+            add(Change(kind, f"{server}/{subject}", "removed", old[subject]))
 
 
 def make_plan(desired: Desired, current: Desired) -> Plan:
@@ -156,15 +189,8 @@ def make_plan(desired: Desired, current: Desired) -> Plan:
                     diff.append("credential")
                 if diff:
                     add(Change("server", name, "changed", ", ".join(diff)))
-            old_intents = before.get(name, {}).get("tool_intents", {})
-            for tool, intent in spec["tool_intents"].items():
-                if tool not in old_intents:
-                    add(Change("tool_intent", f"{name}/{tool}", "added", intent))
-                elif old_intents[tool] != intent:
-                    add(Change("tool_intent", f"{name}/{tool}", "changed", f"{old_intents[tool]} -> {intent}"))
-            for tool in old_intents:
-                if tool not in spec["tool_intents"] and name in desired.servers:
-                    add(Change("tool_intent", f"{name}/{tool}", "removed", old_intents[tool]))
+            for field_name, kind, _ in INTENT_MAPS:
+                _plan_intents(add, kind, name, before.get(name, {}).get(field_name, {}), spec[field_name])
         for name in before:
             if name not in desired.servers:
                 add(Change("server", name, "removed"))
@@ -224,36 +250,33 @@ def apply_config(text: str, *, acting_user: str, dry_run: bool = False, environ:
 
 def _serialize_config_changes() -> None:
     """Two concurrent applies would plan against the same state: the second waits here."""
-    from gateway.models import ConfigStamp
 
     ConfigStamp.objects.select_for_update().get_or_create(id=1)
 
 
 def _apply(desired: Desired, current: Desired, plan: Plan, *, acting_user: str) -> None:
-    from gateway import actions as gateway_actions
-    from gateway.models import ConfigStamp
 
     changed = {(c.kind, c.name.split("/")[0]) for c in plan.changes}
     if desired.servers is not None:
         for name, spec in desired.servers.items():
-            if ("server", name) not in changed and ("tool_intent", name) not in changed:
+            if not any((kind, name) in changed for kind in ("server", *(k for _, k, _ in INTENT_MAPS))):
                 continue
-            fields = {k: spec[k] for k in (*SERVER_FIELDS, "tool_intents")}
+            fields = {k: spec[k] for k in (*SERVER_FIELDS, *(f for f, _, _ in INTENT_MAPS))}
             credential = desired.secrets.get(name)
             if credential is None and not spec["credential_header"]:
                 credential = ""  # no credential declared: clear the stored one
-            gateway_actions.write_server(acting_user=acting_user, name=name, credential=credential, **fields)
+            write_server(acting_user=acting_user, name=name, credential=credential, **fields)
     if desired.agents is not None:
         for name, spec in desired.agents.items():
             if ("agent", name) in changed:
-                gateway_actions.write_agent(acting_user=acting_user, name=name, **spec)
+                write_agent(acting_user=acting_user, name=name, **spec)
         for name in current.agents or {}:
             if name not in desired.agents:
-                gateway_actions.remove_agent(acting_user=acting_user, name=name)
+                remove_agent(acting_user=acting_user, name=name)
     if desired.servers is not None:
         for name in current.servers or {}:
             if name not in desired.servers:
-                gateway_actions.remove_server(acting_user=acting_user, name=name)
+                remove_server(acting_user=acting_user, name=name)
     if desired.reviewers is not None:
         for role, users in desired.reviewers.items():
             if ("reviewers", role) in changed:
@@ -282,7 +305,6 @@ def _set_role_members(role: str, users: list[str], *, acting_user: str) -> None:
 
 
 def _new_policy_version(document: Mapping[str, Any], *, acting_user: str, comment: str) -> int:
-    from policies_app.models import PolicyVersion
 
     number = PolicyVersion.next_number()
     PolicyVersion.objects.create(number=number, document=dict(document), author=acting_user, comment=comment[:200])
@@ -295,7 +317,6 @@ def _new_policy_version(document: Mapping[str, Any], *, acting_user: str, commen
 @transaction.atomic(durable=True)
 def save_policy_document(document: Any, *, acting_user: str, comment: str = "") -> int | None:
     """Validate and store a new policy version (dashboard, API); None when nothing changed."""
-    from gateway.models import ConfigStamp
 
     normalized = config.validate_policy_document(document, known_state())
     if normalized == _policy_document():
@@ -321,8 +342,9 @@ def export_config() -> str:
                 item["credential"]["value_env"] = s["credential_env"]
         if s["domain_pack"]:
             item["domain_pack"] = s["domain_pack"]
-        if s["tool_intents"]:
-            item["tools"] = s["tool_intents"]
+        for field_name, _, key in INTENT_MAPS:
+            if s[field_name]:
+                item[key] = s[field_name]
         if s["new_tools"] != "pin":
             item["new_tools"] = s["new_tools"]
         if s["timeout_seconds"] != config.DEFAULT_TIMEOUT:
@@ -336,6 +358,10 @@ def export_config() -> str:
             item["owner"] = a["owner"]
         item["roles"] = a["roles"]
         item["tools"] = a["tool_scope"]
+        if a["resource_scope"]:
+            item["resources"] = a["resource_scope"]
+        if a["prompt_scope"]:
+            item["prompts"] = a["prompt_scope"]
         if not a["enabled"]:
             item["enabled"] = False
         out["agents"].append(item)
@@ -361,8 +387,6 @@ class NotHeld(Exception):
 @transaction.atomic(durable=True)
 def approve_tool(*, acting_user: str, server: str, tool: str) -> None:
     """Admit a held tool's offered definition: it becomes the new pin."""
-    from gateway.models import ConfigStamp
-    from policies_app.models import ToolPin
     from policies_app.pinning import _audit as tool_event
     from policies_app.pinning import definition_diff
 
@@ -386,7 +410,6 @@ def approve_tool(*, acting_user: str, server: str, tool: str) -> None:
 @transaction.atomic(durable=True)
 def rollback(version: Any, *, acting_user: str) -> int | None:
     """Make an earlier version's document live again, as a new version."""
-    from gateway.models import ConfigStamp
 
     if version.document == _policy_document():
         return None
@@ -396,10 +419,129 @@ def rollback(version: Any, *, acting_user: str) -> int | None:
 
 
 def held_tools() -> list[Any]:
-    from policies_app.models import ToolPin
 
     return list(ToolPin.objects.filter(status=ToolPin.HELD))
 
 
 __all__ = ["ConfigError", "Plan", "Change", "apply_config", "export_config", "approve_tool",
            "save_policy_document", "rollback", "held_tools", "NotHeld", "current_state", "make_plan"]
+
+
+# --- servers, agents and their keys ---------------------------------------------------------
+
+
+def _changed() -> None:
+    ConfigStamp.bump()
+
+
+@transaction.atomic(durable=True)
+def save_server(*, acting_user: str, name: str, credential: str | None = None, **fields: Any) -> Server:
+    return write_server(acting_user=acting_user, name=name, credential=credential, **fields)
+
+
+def write_server(*, acting_user: str, name: str, credential: str | None = None, **fields: Any) -> Server:
+    """save_server inside the caller's transaction (bulk changes such as `apply`)."""
+    server, created = Server.objects.get_or_create(name=name, defaults=fields)
+    if not created:
+        for key, value in fields.items():
+            setattr(server, key, value)
+    if credential is not None:
+        server.set_credential(credential)
+    server.full_clean()
+    server.save()
+    record_admin(
+        "server.created" if created else "server.updated",
+        actor=acting_user,
+        target=name,
+        details={k: v for k, v in fields.items()} | {"credential_set": bool(credential)},
+    )
+    _changed()
+    return server
+
+
+@transaction.atomic(durable=True)
+def delete_server(*, acting_user: str, name: str) -> None:
+    remove_server(acting_user=acting_user, name=name)
+
+
+def remove_server(*, acting_user: str, name: str) -> None:
+    """delete_server inside the caller's transaction."""
+    Server.objects.filter(name=name).delete()
+    record_admin("server.deleted", actor=acting_user, target=name)
+    _changed()
+
+
+@transaction.atomic(durable=True)
+def save_agent(*, acting_user: str, name: str, **fields: Any) -> Agent:
+    return write_agent(acting_user=acting_user, name=name, **fields)
+
+
+def write_agent(*, acting_user: str, name: str, **fields: Any) -> Agent:
+    """save_agent inside the caller's transaction."""
+    agent, created = Agent.objects.get_or_create(name=name, defaults=fields)
+    if not created:
+        for key, value in fields.items():
+            setattr(agent, key, value)
+    agent.full_clean()
+    agent.save()
+    record_admin(
+        "agent.created" if created else "agent.updated", actor=acting_user, target=name, details=fields
+    )
+    _changed()
+    return agent
+
+
+@transaction.atomic(durable=True)
+def delete_agent(*, acting_user: str, name: str) -> None:
+    remove_agent(acting_user=acting_user, name=name)
+
+
+def remove_agent(*, acting_user: str, name: str) -> None:
+    """delete_agent inside the caller's transaction."""
+    Agent.objects.filter(name=name).delete()
+    record_admin("agent.deleted", actor=acting_user, target=name)
+    _changed()
+
+
+def new_key_material() -> tuple[str, str, str]:
+    """(full key shown once, lookup prefix, secret)."""
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    return f"{KEY_PREFIX}{prefix}_{secret}", prefix, secret
+
+
+def split_key(full_key: str) -> tuple[str, str] | None:
+    """(prefix, secret) of a presented key, or None when it is not shaped like one of ours."""
+    if not full_key.startswith(KEY_PREFIX):
+        return None
+    prefix, sep, secret = full_key[len(KEY_PREFIX):].partition("_")
+    if not sep or not prefix or not secret:
+        return None
+    return prefix, secret
+
+
+@transaction.atomic(durable=True)
+def issue_key(*, acting_user: str, agent: Agent, label: str = "") -> tuple[AgentKey, str]:
+    full_key, prefix, secret = new_key_material()
+    key = AgentKey.objects.create(agent=agent, prefix=prefix, secret_hash=hash_secret(secret), label=label)
+    record_admin("key.issued", actor=acting_user, target=agent.name, details={"prefix": prefix})
+    _changed()
+    return key, full_key
+
+
+@transaction.atomic(durable=True)
+def revoke_key(*, acting_user: str, key: AgentKey) -> None:
+    write_key_revocation(acting_user=acting_user, key=key)
+
+
+def write_key_revocation(*, acting_user: str, key: AgentKey) -> None:
+    """revoke_key inside the caller's transaction (the Django admin's change form)."""
+    key.revoked_at = timezone.now()
+    key.save(update_fields=["revoked_at"])
+    record_admin("key.revoked", actor=acting_user, target=key.agent.name, details={"prefix": key.prefix})
+    _changed()
+
+
+def mark_key_used(key_id: int) -> None:
+    """Bookkeeping, not an admin change: no audit entry and no configuration bump."""
+    AgentKey.objects.filter(id=key_id).update(last_used_at=timezone.now())

@@ -38,8 +38,16 @@ class IsAdmin(BasePermission):
 class SimulationRequest(serializers.Serializer):
     agent = serializers.CharField()
     server = serializers.CharField()
-    tool = serializers.CharField()
+    tool = serializers.CharField(required=False, help_text="a tools/call's tool (or operation and subject)")
+    operation = serializers.CharField(required=False, default="tools/call")
+    subject = serializers.CharField(required=False, help_text="a resource URI, a prompt name, ...")
     arguments = serializers.DictField(required=False, default=dict)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        subject = attrs.get("tool") or attrs.get("subject")
+        if not subject:
+            raise serializers.ValidationError("name a tool, or an operation and its subject")
+        return {**attrs, "subject": subject}
 
 
 SimulationResult = inline_serializer("SimulationResult", fields={
@@ -47,6 +55,8 @@ SimulationResult = inline_serializer("SimulationResult", fields={
     "rules": serializers.ListField(child=serializers.CharField()),
     "reason": serializers.CharField(),
     "reasons": serializers.ListField(child=serializers.CharField()),
+    "operation": serializers.CharField(),
+    "subject": serializers.CharField(),
     "intent": serializers.CharField(),
     "attributes": serializers.JSONField(),
     "risk": serializers.JSONField(),
@@ -65,7 +75,8 @@ def simulate_view(request: Request) -> Response:
     body.is_valid(raise_exception=True)
     data = body.validated_data
     try:
-        result = simulate(data["agent"], data["server"], data["tool"], dict(data["arguments"]))
+        result = simulate(data["agent"], data["server"], data["subject"], dict(data["arguments"]),
+                          operation=data["operation"])
     except SimulationError as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     return Response(result)

@@ -19,14 +19,16 @@ from urllib.parse import urlparse
 
 import yaml
 
-from policies_app import packs
-from policies_app.rules import compile_expression, parse_duration
+from intended.globs import overlap as globs_overlap
+from policies_app.core import packs
+from policies_app.core.rules import compile_expression, parse_duration
 
 Path = tuple[str | int, ...]
 
 SECTIONS = ("servers", "agents", "reviewers", "policies", "velocity_rules")
-SERVER_KEYS = {"name", "url", "command", "credential", "domain_pack", "tools", "new_tools", "timeout", "connect_timeout"}
-AGENT_KEYS = {"name", "owner", "roles", "tools", "enabled"}
+SERVER_KEYS = {"name", "url", "command", "credential", "domain_pack", "tools", "resources", "prompts", "new_tools",
+               "timeout", "connect_timeout"}
+AGENT_KEYS = {"name", "owner", "roles", "tools", "resources", "prompts", "enabled"}
 REVIEWER_KEYS = {"role", "users"}
 POLICY_KEYS = {"name", "intent", "agents", "decision", "reason", "conditions", "when", "escalation"}
 VELOCITY_KEYS = {"name", "agent", "intent", "window", "max_calls", "exceeded_action", "reason", "escalation"}
@@ -36,7 +38,7 @@ DECISIONS = ("allow", "deny", "escalate")
 SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 USERNAME = re.compile(r"^[\w.@+-]+$")
 INTENT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
-INTENT_GLOB = re.compile(r"^[A-Za-z0-9_*?\[\]!-]+(\.[A-Za-z0-9_*?\[\]!-]+)*$")
+INTENT_GLOB = re.compile(r"^[A-Za-z0-9_*-]+(\.[A-Za-z0-9_*-]+)*$")  # intended.globs: only * is special
 HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ROLES = ("admin",)
@@ -142,8 +144,9 @@ class Validator:
             path = path[:-1]
         return self.lines.get(path, 0)
 
-    def error(self, path: Path, message: str) -> None:
-        line = self.line(path)
+    def error(self, path: Path, message: str, *, at: Path | None = None) -> None:
+        """Record `<path> <message>` at the line of `at` (default: of `path` itself)."""
+        line = self.line(path if at is None else at)
         prefix = f"line {line}: " if line else ""
         self.errors.append((line, f"{prefix}{render(path) or 'the file'} {message}"))
 
@@ -306,14 +309,10 @@ def _servers(v: Validator, raw: Any, environ: Mapping[str, str], secrets: dict[s
                 packs.load(pack)
             except KeyError as exc:
                 v.error(path + ("domain_pack",), str(exc.args[0]))
-        tools = spec.get("tools") or {}
-        intents: dict[str, str] = {}
-        if not isinstance(tools, dict):
-            v.error(path + ("tools",), "must map tool names to intents")
-        else:
-            for tool, intent in tools.items():
-                if v.text(intent, path + ("tools", tool), pattern=INTENT, what="a dotted intent such as financial.refund.process") is not None:
-                    intents[tool] = intent
+        intents = _intent_map(v, spec.get("tools"), path + ("tools",), "tool names")
+        resource_intents = _intent_map(v, spec.get("resources"), path + ("resources",), "resource URI globs")
+        _disjoint_globs(v, resource_intents, path + ("resources",))
+        prompt_intents = _intent_map(v, spec.get("prompts"), path + ("prompts",), "prompt names")
         new_tools = spec.get("new_tools", "pin")
         if new_tools not in ("pin", "hold"):
             v.error(path + ("new_tools",), f"must be pin or hold, got {new_tools!r}")
@@ -324,6 +323,8 @@ def _servers(v: Validator, raw: Any, environ: Mapping[str, str], secrets: dict[s
             "credential_env": env_name,
             "domain_pack": pack if isinstance(pack, str) else "",
             "tool_intents": dict(sorted(intents.items())),
+            "resource_intents": dict(sorted(resource_intents.items())),
+            "prompt_intents": dict(sorted(prompt_intents.items())),
             "new_tools": new_tools,
             "timeout_seconds": v.timeout(spec.get("timeout"), path + ("timeout",), DEFAULT_TIMEOUT),
             "connect_timeout_seconds": v.timeout(spec.get("connect_timeout"), path + ("connect_timeout",), DEFAULT_CONNECT_TIMEOUT),
@@ -339,27 +340,70 @@ def _agents(v: Validator, raw: Any, desired: Desired) -> dict[str, dict[str, Any
         if owner and v.text(owner, path + ("owner",), pattern=USERNAME, what="a user name") is None:
             owner = ""
         roles = v.strings(spec.get("roles", []), path + ("roles",), pattern=SLUG, what="a role name") or []
-        scope: dict[str, Any] = {}
-        tools = spec.get("tools", {}) or {}
-        if not isinstance(tools, dict):
-            v.error(path + ("tools",), "must map server names to a list of tools or \"*\"")
-            tools = {}
-        for server, allowed in tools.items():
-            tpath = path + ("tools", server)
-            if server not in servers:
-                v.error(tpath, f"names the server {server!r}, which is not defined")
-            if allowed == "*" or allowed == ["*"]:
-                scope[server] = "*"
-            else:
-                names = v.strings(allowed, tpath)
-                if names is not None:
-                    scope[server] = sorted(set(names))
+        tool_scope = _scope_map(v, spec.get("tools"), path + ("tools",), servers, "tools", star=True)
+        resource_scope = _scope_map(v, spec.get("resources"), path + ("resources",), servers, "resource URI globs", star=False)
+        prompt_scope = _scope_map(v, spec.get("prompts"), path + ("prompts",), servers, "prompts", star=True)
         enabled = spec.get("enabled", True)
         if not isinstance(enabled, bool):
             v.error(path + ("enabled",), "must be true or false")
             enabled = True
-        agents[name] = {"owner": owner or "", "roles": sorted(set(roles)), "tool_scope": dict(sorted(scope.items())), "enabled": enabled}
+        agents[name] = {"owner": owner or "", "roles": sorted(set(roles)), "tool_scope": tool_scope,
+                        "resource_scope": resource_scope, "prompt_scope": prompt_scope, "enabled": enabled}
     return agents
+
+
+def _intent_map(v: Validator, raw: Any, path: Path, what: str) -> dict[str, str]:
+    """A server's `tools:`, `resources:` or `prompts:` map (subject -> intent), in the file's order."""
+    raw = raw or {}
+    intents: dict[str, str] = {}
+    if not isinstance(raw, dict):
+        v.error(path, f"must map {what} to intents")
+        return intents
+    for subject, intent in raw.items():
+        if not subject.strip():
+            v.error(path, f"has an empty key: it must map {what} to intents", at=path + (subject,))
+        elif v.text(intent, path + (subject,), pattern=INTENT, what="a dotted intent such as financial.refund.process") is not None:
+            intents[subject] = intent
+    return intents
+
+
+def _disjoint_globs(v: Validator, intents: Mapping[str, str], path: Path) -> None:
+    """Two globs of a server's `resources:` that some URI matches both must give it the same
+    intent: the map is stored as a JSON object, whose key order PostgreSQL does not keep, so
+    no glob may depend on coming first."""
+    globs = list(intents)
+    for i, glob in enumerate(globs):
+        for other in globs[:i]:
+            if intents[glob] != intents[other] and globs_overlap(glob, other):
+                v.error(path + (glob,), f"overlaps {other!r} (line {v.line(path + (other,))}), which has the intent "
+                        f"{intents[other]}: a URI that both match would have two intents; make the globs "
+                        "disjoint or give them the same intent")
+
+
+
+
+
+def _scope_map(v: Validator, raw: Any, path: Path, servers: set[str], what: str, *, star: bool) -> dict[str, Any]:
+    """An agent's `tools:`, `resources:` or `prompts:` scope: {server: sorted names or globs},
+    or "*" (every one) where `star` allows it. An omitted map or server admits nothing."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        v.error(path, f"must map server names to a list of {what}" + (' or "*"' if star else ""))
+        return {}
+    scope: dict[str, Any] = {}
+    for server, allowed in raw.items():
+        spath = path + (server,)
+        if server not in servers:
+            v.error(spath, f"names the server {server!r}, which is not defined")
+        if star and (allowed == "*" or allowed == ["*"]):
+            scope[server] = "*"
+        elif not star and isinstance(allowed, str):
+            v.error(spath, f'must be a list of {what} (["*"] admits every one), got {allowed!r}')
+        else:
+            names = v.strings(allowed, spath)
+            if names is not None:
+                scope[server] = sorted(set(names))
+    return dict(sorted(scope.items()))
 
 
 def _reviewers(v: Validator, raw: Any) -> dict[str, list[str]]:

@@ -1,23 +1,34 @@
-"""What would happen if agent X called tool Y with these arguments: the real stages on the live
-snapshot, without counting the call, holding it, forwarding it or auditing it."""
+"""What would happen if agent X asked for operation Y on subject Z with these arguments: the
+real stages on the live snapshot, with read-only velocity counters (the live counts, never a
+change), pins from the snapshot, and no recorder or escalation: nothing is counted, held,
+forwarded or audited."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-import rfc8785
 from asgiref.sync import async_to_sync
 
-from gateway.context import DENY, CallContext
-from gateway.snapshot import Snapshot, build_snapshot
+from audit_app.chain import canonical_sha256
+from policies_app import velocity
+from policies_app.core.context import COMPLETION, TOOL_CALL, CallContext, Kind, kind_of
+from policies_app.core.pinning import PinView, pin_for
+from policies_app.core.ports import Ports
+from policies_app.core.snapshot import Snapshot
+from policies_app.core.stages import UnknownSubject, decide
+from policies_app.core.velocity import ReadOnlyCounters
+from policies_app.models import ToolPin
+from policies_app.snapshots import build_snapshot
+
+NOT_FOUND = {"tool": "Unknown tool", "resource": "Resource not found", "prompt": "Unknown prompt"}
 
 
 class SimulationError(ValueError):
-    """The request names an agent or server that does not exist."""
+    """The request names an agent, server or operation that does not exist."""
 
 
-def simulate(agent: str, server: str, tool: str, arguments: dict[str, Any], *, snap: Snapshot | None = None) -> dict[str, Any]:
+def simulate(agent: str, server: str, subject: str, arguments: dict[str, Any], *, operation: str = TOOL_CALL,
+             snap: Snapshot | None = None) -> dict[str, Any]:
     snap = snap or build_snapshot()
     if agent not in snap.agents:
         raise SimulationError(f"no agent named {agent!r}")
@@ -25,16 +36,26 @@ def simulate(agent: str, server: str, tool: str, arguments: dict[str, Any], *, s
         raise SimulationError(f"no server named {server!r}")
     if not isinstance(arguments, dict):
         raise SimulationError("arguments must be an object")
-    ctx = CallContext(
-        agent=snap.agents[agent], server=snap.servers[server], tool=tool, arguments=arguments,
-        args_sha256=hashlib.sha256(rfc8785.dumps(arguments)).hexdigest(),
-    )
-    notes = _run(ctx, snap)
+    try:
+        kind: Kind = kind_of(operation) if operation != COMPLETION else "prompt"
+    except ValueError:
+        raise SimulationError(f"{operation!r} is not a governed operation") from None
+    ctx = CallContext(agent=snap.agents[agent], server=snap.servers[server], subject=subject,
+                      arguments=arguments, args_sha256=canonical_sha256(arguments), operation=operation,
+                      ref_kind=kind if operation == COMPLETION else None)
+    notes = _notes(ctx, snap)
+    ports = Ports(counters=ReadOnlyCounters(velocity.counters()), pins=_simulated_pin)
+    try:
+        async_to_sync(decide)(ctx, snap, ports)
+    except UnknownSubject:
+        ctx.deny(f"{NOT_FOUND[kind]}: {subject} ({_why_unknown(ctx, snap)})", rules=["scope"])
     return {
         "decision": ctx.decision,
         "rules": ctx.rules,
         "reason": ctx.reason,
         "reasons": [r for r in ctx.reason.split("; ") if r],
+        "operation": ctx.operation,
+        "subject": ctx.subject,
         "intent": ctx.intent,
         "attributes": ctx.attributes,
         "risk": ctx.risk.as_dict(),
@@ -45,35 +66,29 @@ def simulate(agent: str, server: str, tool: str, arguments: dict[str, Any], *, s
     }
 
 
-def _run(ctx: CallContext, snap: Snapshot) -> list[str]:
-    from gateway import pipeline
-    from policies_app import pinning, velocity
-    from policies_app.models import ToolPin
+async def _simulated_pin(snap: Snapshot, server: str, tool: str) -> PinView | None:
+    """The snapshot's pin; a tool the gateway has never seen is decided as if admitted (the
+    answer carries a note), a held one as held."""
+    pin = pin_for(snap, server, tool)
+    if pin is not None:
+        return pin
+    stored = await ToolPin.objects.filter(server=server, tool=tool).afirst()
+    status = stored.status if stored is not None else ToolPin.ADMITTED
+    return PinView(server=server, tool=tool, status=status, definition_hash="")
 
-    notes: list[str] = []
-    pipeline.resolve_intent(ctx, snap, None)
-    if not ctx.agent.may_use_tool(ctx.server.name, ctx.tool):
-        ctx.deny(f"Unknown tool: {ctx.tool} (outside {ctx.agent.name}'s scope on {ctx.server.name})", rules=["scope"])
-        return notes
-    pin = pinning.pin_for(snap, ctx.server.name, ctx.tool)
-    if pin is None:
-        stored = ToolPin.objects.filter(server=ctx.server.name, tool=ctx.tool).first()
-        if stored is None:
-            notes.append("the gateway has not seen this tool in the server's catalog yet: a real call would be refused as unknown")
-        elif stored.status == ToolPin.HELD:
-            ctx.deny(f"Unknown tool: {ctx.tool} (held until an admin approves it: {stored.held_reason})", rules=["pin"])
-            return notes
-    elif not pin.admitted:
-        ctx.deny(f"Unknown tool: {ctx.tool} (held until an admin approves it)", rules=["pin"])
-        return notes
-    async_to_sync(pipeline.read_velocity)(ctx, snap, None)
-    pipeline.score_risk(ctx, snap, None)
-    pipeline.apply_policy(ctx, snap, None)
-    if ctx.decision != DENY:
-        over = [
-            r for r in snap.policy.velocity_for(ctx.intent, ctx.agent)
-            if ctx.velocity.get(r.id, 0) >= r.max_calls
-        ]
-        if over:
-            velocity.apply_exceeded(ctx, over)
-    return notes
+
+def _why_unknown(ctx: CallContext, snap: Snapshot) -> str:
+    if not ctx.agent.admits(ctx.server.name, ctx.kind, ctx.subject):
+        return f"outside {ctx.agent.name}'s scope on {ctx.server.name}"
+    stored = ToolPin.objects.filter(server=ctx.server.name, tool=ctx.subject).first()
+    if stored is not None and stored.status == ToolPin.HELD:
+        return f"held until an admin approves it: {stored.held_reason}"
+    return "held until an admin approves it"
+
+
+def _notes(ctx: CallContext, snap: Snapshot) -> list[str]:
+    if ctx.operation != TOOL_CALL or pin_for(snap, ctx.server.name, ctx.subject) is not None:
+        return []
+    if ToolPin.objects.filter(server=ctx.server.name, tool=ctx.subject).exists():
+        return []
+    return ["the gateway has not seen this tool in the server's catalog yet: a real call would be refused as unknown"]

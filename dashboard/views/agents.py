@@ -1,4 +1,5 @@
-"""Agents: create, disable, keys (shown once), tool scope from the live catalog."""
+"""Agents: create, disable, keys (shown once), scope: tools from the live catalog, resource URI
+globs and prompt names typed in."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from dashboard import catalog, roles
-from dashboard.forms import AgentForm, KeyForm
-from gateway import actions
-from gateway.models import Agent, AgentKey, Server
+from dashboard.forms import AgentForm, KeyForm, line_list
+from policies_app import actions
+from policies_app.models import Agent, AgentKey, Server
 
 
 def actor(request: HttpRequest) -> str:
@@ -28,12 +29,22 @@ def agent_list(request: HttpRequest) -> HttpResponse:
                                    **form.agent_fields())
         messages.success(request, f"Agent {agent.name} created. Scope its tools and issue a key.")
         return redirect("dashboard:agent", name=agent.name)
-    agents = Agent.objects.annotate(
+    agents = list(Agent.objects.annotate(
         active_keys=Count("keys", filter=Q(keys__revoked_at__isnull=True)),
         last_used=Max("keys__last_used_at"),
-    )
+    ))
+    for agent in agents:  # the servers it may reach: any tool, resource or prompt scope
+        agent.server_count = len(scope_rows(agent))  # type: ignore[attr-defined]
     return render(request, "dashboard/agents.html", {"agents": agents, "form": form},
                   status=400 if form.errors else 200)
+
+
+def scope_rows(agent: Agent) -> list[dict[str, Any]]:
+    """One row per server the agent may reach: its tools, resource globs and prompts."""
+    scopes = (agent.tool_scope or {}, agent.resource_scope or {}, agent.prompt_scope or {})
+    servers = sorted(set().union(*scopes))
+    return [{"server": server, "tools": scopes[0].get(server), "resources": scopes[1].get(server),
+             "prompts": scopes[2].get(server)} for server in servers]
 
 
 def _agent_page(request: HttpRequest, agent: Agent, **extra: Any) -> HttpResponse:
@@ -45,7 +56,7 @@ def _agent_page(request: HttpRequest, agent: Agent, **extra: Any) -> HttpRespons
                           existing=agent),
         "key_form": KeyForm(),
         "keys": agent.keys.all(),
-        "scope": sorted(agent.tool_scope.items()),
+        "scope": scope_rows(agent),
     } | extra
     return render(request, "dashboard/agent.html", context, status=status)
 
@@ -112,14 +123,33 @@ def scope_from_post(post: Any, servers: list[str]) -> dict[str, Any]:
     return scope
 
 
+def resource_scope_from_post(post: Any, servers: list[str]) -> dict[str, list[str]]:
+    """{server: [URI globs]}, one glob per line; a server with no glob admits no resource."""
+    scope = {server: line_list(post.get(f"resources:{server}", "")) for server in servers}
+    return {server: globs for server, globs in scope.items() if globs}
+
+
+def prompt_scope_from_post(post: Any, servers: list[str]) -> dict[str, Any]:
+    """{server: "*" | [prompt names]}, one name per line; a line "*" admits every prompt."""
+    scope: dict[str, Any] = {}
+    for server in servers:
+        names = line_list(post.get(f"prompts:{server}", ""))
+        if names:
+            scope[server] = "*" if "*" in names else names
+    return scope
+
+
 @roles.admin_required
 def agent_scope(request: HttpRequest, name: str) -> HttpResponse:
     agent = get_object_or_404(Agent, name=name)
     servers = list(Server.objects.all())
     if request.method == "POST":
-        scope = scope_from_post(request.POST, [s.name for s in servers])
-        actions.save_agent(acting_user=actor(request), name=agent.name, tool_scope=scope)
-        messages.success(request, f"Tool scope of {agent.name} saved.")
+        server_names = [s.name for s in servers]
+        actions.save_agent(acting_user=actor(request), name=agent.name,
+                           tool_scope=scope_from_post(request.POST, server_names),
+                           resource_scope=resource_scope_from_post(request.POST, server_names),
+                           prompt_scope=prompt_scope_from_post(request.POST, server_names))
+        messages.success(request, f"Scope of {agent.name} saved.")
         return redirect("dashboard:agent", name=agent.name)
     rows = []
     for server in servers:
@@ -130,8 +160,11 @@ def agent_scope(request: HttpRequest, name: str) -> HttpResponse:
             tools, error = [], str(exc)
         names = {t.name for t in tools}
         chosen = set(allowed) if isinstance(allowed, list) else set()
+        prompts = (agent.prompt_scope or {}).get(server.name) or []
         rows.append({
             "server": server, "tools": tools, "error": error, "all": allowed == "*",
             "chosen": chosen, "unlisted": sorted(chosen - names),
+            "resources": "\n".join((agent.resource_scope or {}).get(server.name) or []),
+            "prompts": "*" if prompts == "*" else "\n".join(prompts),
         })
     return render(request, "dashboard/agent_scope.html", {"agent": agent, "rows": rows})

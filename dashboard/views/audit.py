@@ -21,26 +21,17 @@ from dashboard.forms import AuditSearchForm
 EXPORT_FORMATS = [("jsonl", "JSON Lines"), ("csv", "CSV"), ("ocsf", "OCSF"), ("bundle", "Signed bundle")]
 
 
-def _optional(call: Any, *args: Any) -> tuple[Any, str]:
-    try:
-        return call(*args), ""
-    except backends.NotAvailable as exc:
-        return None, str(exc)
-
-
 @roles.auditor_required
 def audit_search(request: HttpRequest) -> HttpResponse:
     form = AuditSearchForm(request.GET or None)
     filters = form.filters() if form.is_valid() else {}
-    entries, unavailable = _optional(backends.search_entries, filters)
+    entries = backends.search_entries(filters)
     query = form.query_string() if form.is_valid() else ""
-    chain, chain_unavailable = _optional(backends.chain_status)
     return render(request, "dashboard/audit.html", {
-        "form": form, "entries": [entry_row(e) for e in entries or []], "filtered": bool(filters),
-        "unavailable": unavailable,
+        "form": form, "entries": [entry_row(e) for e in entries], "filtered": bool(filters),
         "exports": [(fmt, label, f"/audit/export/?format={fmt}" + (f"&{query}" if query else ""))
                     for fmt, label in EXPORT_FORMATS],
-        "chain": chain, "chain_unavailable": chain_unavailable,
+        "chain": backends.chain_status(),
     })
 
 
@@ -73,10 +64,9 @@ def audit_entry(request: HttpRequest, seq: int) -> HttpResponse:
     entry = entry_by_seq(seq)
     if entry is None:
         raise Http404("No audit entry with that sequence number")
-    proof, proof_unavailable = _optional(backends.inclusion_proof, seq)
     return render(request, "dashboard/audit_entry.html", {
         "entry": entry, "seq": seq, "fields": entry_fields(entry),
-        "proof": proof, "proof_unavailable": proof_unavailable,
+        "proof": backends.inclusion_proof(seq),
     })
 
 
@@ -91,8 +81,6 @@ def audit_export(request: HttpRequest) -> HttpResponse:
     try:
         chunks = backends.export_chunks(fmt, form.filters())
         first = next(chunks, "")  # a refusal (nothing sealed yet) is raised before streaming
-    except backends.NotAvailable as exc:
-        return HttpResponse(f"Exports are not available yet: {exc}", status=503, content_type="text/plain")
     except ValueError as exc:
         return HttpResponse(str(exc), status=409, content_type="text/plain")
     response = StreamingHttpResponse(itertools.chain([first], chunks),
@@ -103,9 +91,6 @@ def audit_export(request: HttpRequest) -> HttpResponse:
 
 @roles.auditor_required
 def checkpoint_list(request: HttpRequest) -> HttpResponse:
-    checkpoints, unavailable = _optional(backends.checkpoints)
-    chain, chain_unavailable = _optional(backends.chain_status)
     return render(request, "dashboard/checkpoints.html", {
-        "checkpoints": checkpoints or [], "unavailable": unavailable,
-        "chain": chain, "chain_unavailable": chain_unavailable,
+        "checkpoints": backends.checkpoints(), "chain": backends.chain_status(),
     })

@@ -28,31 +28,21 @@ def sections(text: str) -> dict[str, list[Any]]:
     return {key: data.get(key) or [] for key in ("policies", "velocity_rules", "reviewers")}
 
 
-def current_text() -> tuple[str, str]:
-    try:
-        return backends.export_config(), ""
-    except backends.NotAvailable as exc:
-        return "", str(exc)
-
-
 @roles.admin_required
 def policy_list(request: HttpRequest) -> HttpResponse:
-    text, unavailable = current_text()
+    text = backends.export_config()
     problems: list[backends.ConfigProblem] = []
     form = ConfigForm(request.POST or None, initial={"config": text})
     status = 200
     if request.method == "POST" and form.is_valid():
-        try:
-            problems = backends.apply_config(form.cleaned_data["config"], acting_user=actor(request))
-        except backends.NotAvailable as exc:
-            problems = [backends.ConfigProblem(None, f"Cannot apply yet: {exc}")]
+        problems = backends.apply_config(form.cleaned_data["config"], acting_user=actor(request))
         if not problems:
             messages.success(request, "Configuration applied. Policy changes are a new version.")
             return redirect("dashboard:policies")
         status = 400
     shown = form.data.get("config", text) if form.is_bound else text
     return render(request, "dashboard/policies.html", {
-        "form": form, "problems": problems, "unavailable": unavailable,
+        "form": form, "problems": problems,
         "sections": sections(shown), "lines": numbered(shown, problems),
     }, status=status)
 
@@ -67,12 +57,7 @@ def numbered(text: str, problems: list[backends.ConfigProblem]) -> list[tuple[in
 def policy_validate(request: HttpRequest) -> HttpResponse:
     """htmx: the problems of the text in the editor, each at its line, before saving."""
     text = request.POST.get("config", "")
-    try:
-        problems = backends.validate_config(text)
-        unavailable = ""
-    except backends.NotAvailable as exc:
-        problems, unavailable = backends.yaml_syntax_problems(text), str(exc)
-    return render(request, "dashboard/_problems.html", {"problems": problems, "unavailable": unavailable,
+    return render(request, "dashboard/_problems.html", {"problems": backends.validate_config(text),
                                                          "validated": True})
 
 
@@ -83,20 +68,13 @@ def version_rows(old: str, new: str) -> list[str]:
 
 @roles.admin_required
 def version_list(request: HttpRequest) -> HttpResponse:
-    try:
-        versions, unavailable = backends.policy_versions(), ""
-    except backends.NotAvailable as exc:
-        versions, unavailable = [], str(exc)
-    return render(request, "dashboard/policy_versions.html", {"versions": versions, "unavailable": unavailable})
+    return render(request, "dashboard/policy_versions.html", {"versions": backends.policy_versions()})
 
 
 @roles.admin_required
 def version_detail(request: HttpRequest, number: int) -> HttpResponse:
-    try:
-        version = backends.policy_version(number)
-        previous = backends.policy_version(number - 1) if number > 1 else None
-    except backends.NotAvailable as exc:
-        raise Http404(str(exc)) from None
+    version = backends.policy_version(number)
+    previous = backends.policy_version(number - 1) if number > 1 else None
     if version is None:
         raise Http404("No such version")
     if request.method == "POST":
@@ -121,8 +99,6 @@ def simulator(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             result = backends.simulate(**form.cleaned_data)
-        except backends.NotAvailable as exc:
-            error = f"The simulator is not available yet: {exc}."
         except Exception as exc:  # an unknown tool, a bad argument: say so, decide nothing
             error = str(exc) or type(exc).__name__
     elif form.errors:

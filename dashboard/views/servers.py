@@ -15,8 +15,8 @@ from django.views.decorators.http import require_POST
 from dashboard import backends, catalog, roles
 from dashboard.forms import CredentialForm, ServerForm
 from dashboard.views.agents import actor
-from gateway import actions
-from gateway.models import Server
+from policies_app import actions
+from policies_app.models import Server
 
 
 @roles.admin_required
@@ -34,10 +34,7 @@ def server_list(request: HttpRequest) -> HttpResponse:
 
 def pin_rows(server: Server, tools: list[catalog.CatalogTool]) -> list[dict[str, Any]]:
     """One row per tool: the live definition, its intent and what the pin store says of it."""
-    try:
-        pins = {getattr(p, "tool", ""): p for p in backends.tool_pins(server.name)}
-    except backends.NotAvailable:
-        pins = {}
+    pins = {getattr(p, "tool", ""): p for p in backends.tool_pins(server.name)}
     rows = []
     for tool in tools:
         pin = pins.pop(tool.name, None)
@@ -61,10 +58,10 @@ def pin_status(pin: Any) -> str:
 def intent_of(server: Server, tool: str) -> str:
     if server.tool_intents.get(tool):
         return server.tool_intents[tool]
-    from gateway.snapshot import _server_view
-    from policies_app.packs import resolve_intent
+    from policies_app.core.packs import resolve_intent
+    from policies_app.snapshots import server_view
 
-    return resolve_intent(_server_view(server), tool)
+    return resolve_intent(server_view(server), tool)
 
 
 @roles.admin_required
@@ -148,17 +145,12 @@ def tool_review(request: HttpRequest, name: str, tool: str) -> HttpResponse:
     if request.method == "POST":
         try:
             backends.approve_tool(server=server.name, tool=tool, acting_user=actor(request))
-        except backends.NotAvailable as exc:
-            messages.error(request, f"Cannot approve yet: {exc}.")
         except Exception as exc:  # NotHeld: someone approved it meanwhile
             messages.info(request, str(exc))
         else:
             messages.success(request, f"{tool} approved: agents in scope see it again.")
         return redirect("dashboard:server", name=name)
-    try:
-        pins = {getattr(p, "tool", ""): p for p in backends.tool_pins(server.name)}
-    except backends.NotAvailable:
-        pins = {}
+    pins = {getattr(p, "tool", ""): p for p in backends.tool_pins(server.name)}
     pin = pins.get(tool)
     held_pin = pin if pin is not None and pin.status == "held" else None
     if held_pin is not None:

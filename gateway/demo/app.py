@@ -80,10 +80,10 @@ class DemoApplication:
         async with AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(self.mcp.session_manager.run())
+                if self.on_shutdown is not None:
+                    stack.push_async_callback(self.on_shutdown)
                 if self.on_startup is not None:
                     await self.on_startup()
-                    if self.on_shutdown is not None:
-                        stack.push_async_callback(self.on_shutdown)
             except Exception as exc:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return

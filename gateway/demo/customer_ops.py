@@ -1,4 +1,6 @@
-"""The customer-operations MCP server the demo puts behind the gateway.
+"""The customer-operations MCP server the demo puts behind the gateway: six tools, the resource
+template `customers://{customer_id}` (a customer record as JSON) and the prompts
+`refund_letter(customer_id, amount)` and `refund_review(customer_id)`.
 
 In-memory data, so every process (or stdio child) starts from the same few customers. Run it
 over stdio with `python -m gateway.demo.customer_ops`, or mount `http_app()` in an ASGI app
@@ -9,11 +11,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.prompts.base import Message, UserMessage
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, ToolAnnotations
 
 SEED_CUSTOMERS: dict[str, dict[str, Any]] = {
     "cus_1001": {
@@ -148,9 +153,24 @@ def build_server(book: CustomerBook | None = None) -> MCPServer:
         return {"deleted": customer["id"], "name": customer["name"]}
 
     @server.resource("customers://{customer_id}", mime_type="application/json")
-    def customer_record(customer_id: str) -> dict[str, Any]:
-        """A customer's account as JSON."""
-        return dict(book.customer(customer_id))
+    def customer_record(customer_id: str) -> str:
+        """A customer's account as JSON: contact details, plan, balance and status."""
+        customer = book.customers.get(customer_id)
+        if customer is None:
+            raise ResourceNotFoundError(f"No customer {customer_id!r}")
+        return json.dumps(customer, indent=2)
+
+    @server.prompt()
+    def refund_letter(customer_id: str, amount: str) -> list[Message]:
+        """Draft a letter telling a customer that a refund is on its way."""
+        customer = book.customers.get(customer_id)
+        if customer is None:
+            raise MCPError(INVALID_PARAMS, f"No customer {customer_id!r}")
+        return [UserMessage(
+            f"Draft a short, friendly letter to {customer['name']} <{customer['email']}> confirming a refund "
+            f"of {amount} to their original payment method. Their plan is {customer['plan']}. "
+            "Do not promise anything else; a person reviews the letter before it is sent."
+        )]
 
     @server.prompt()
     def refund_review(customer_id: str) -> str:

@@ -109,7 +109,7 @@ def assert_nothing_unaudited(world: World) -> None:
 
 
 def make_world(base: str, upstream: Upstream, **server_fields: Any) -> World:
-    from gateway import actions
+    from policies_app import actions
     from policies_app.actions import save_policy_document
 
     server_fields.setdefault("timeout_seconds", 3.0)

@@ -12,7 +12,7 @@ import django
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "intended.settings")
     django.setup()
-    from gateway import actions
+    from policies_app import actions
     from policies_app.actions import save_policy_document
 
     actions.save_server(acting_user="tests", name="bad", url=sys.argv[1], timeout_seconds=3.0)

@@ -153,7 +153,7 @@ def test_it_treats_a_lookalike_tool_name_as_unknown(hostile_world: World, reads,
 
 def test_it_keeps_one_agents_poisoned_calls_from_failing_anothers(hostile_world: World, reads):
     """mallory floods tool names with NUL bytes while alice works: alice's calls are all decided."""
-    from gateway import actions
+    from policies_app import actions
 
     mallory = actions.save_agent(acting_user="tests", name="mallory", tool_scope={"bad": "*"})
     mallory_key = actions.issue_key(acting_user="tests", agent=mallory)[1]

@@ -48,7 +48,7 @@ def pending() -> list[Any]:
 
 @pytest.fixture
 def reviewer(transactional_db: Any) -> Any:
-    from gateway import actions
+    from dashboard import actions
 
     return actions.create_user(acting_user="tests", username="carol", roles=["support-lead"])
 

@@ -31,7 +31,7 @@ PAYLOAD = "<img src=x onerror=\"document.title='pwned'\"><script>document.title=
 
 @pytest.fixture
 def escalating_world(transactional_db: Any, tmp_path: Path) -> Iterator[World]:
-    from gateway import actions
+    from dashboard import actions
     from policies_app.actions import save_policy_document
 
     actions.create_user(acting_user="tests", username="carol", roles=["support-lead"], password=PASSWORD)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.context import AgentView, CallContext, Risk, ServerView
+from policies_app.core.context import AgentView, CallContext, Risk, ServerView
 
 SUPPORT_LEAD = ["role:support-lead"]
 
@@ -59,7 +59,7 @@ def call(tool: str = "process_refund", *, arguments: dict[str, Any] | None = Non
                         credential_header="", credential="", domain_pack="saas-ops",
                         tool_intents={}, new_tools="pin", timeout=30.0, connect_timeout=5.0)
     canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":")).encode()
-    ctx = CallContext(agent=agent, server=server, tool=tool, arguments=arguments,
+    ctx = CallContext(agent=agent, server=server, subject=tool, arguments=arguments,
                       args_sha256=hashlib.sha256(canonical).hexdigest())
     ctx.intent = "financial.refund.process"
     ctx.risk = Risk(score=55, factors=[{"name": "amount", "add": 30, "says": "amount over 100"}])

@@ -102,9 +102,9 @@ class AgentCall(threading.Thread):
 def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
     from django.test import Client as DjangoClient
 
-    from gateway import actions
-    from gateway.models import Agent
+    from policies_app import actions
     from policies_app.actions import apply_config
+    from policies_app.models import Agent
 
     with refund_upstream(tmp_path) as (upstream, refunds):
         apply_config(CONFIG.format(upstream=upstream), acting_user="tests")

@@ -29,15 +29,16 @@ HELD = int(os.environ.get("INTENDED_HOLD_LOAD", "500"))
 def test_it_holds_and_releases_many_calls_on_one_process(tmp_path: Path):
     from django.contrib.auth.models import User
 
-    from gateway import actions
-    from gateway.models import Agent
+    from dashboard import actions as people
+    from policies_app import actions
     from policies_app.actions import apply_config
+    from policies_app.models import Agent
 
     with refund_upstream(tmp_path) as (upstream, refunds):
         apply_config(CONFIG.format(upstream=upstream).replace("timeout: 120s", "timeout: 600s"), acting_user="tests")
         key = actions.issue_key(acting_user="tests", agent=Agent.objects.get(name="support-agent"))[1]
         User.objects.filter(username="carol").update(is_active=True)
-        token = actions.issue_api_token(acting_user="tests", username="carol")
+        token = people.issue_api_token(acting_user="tests", username="carol")
         with live_gateway("uvicorn") as base:
             report = asyncio.run(hold_and_release(base, key, token))
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

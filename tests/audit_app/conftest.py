@@ -11,7 +11,8 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from audit_app import actions
-from gateway.context import AgentView, CallContext, Risk, ServerView
+from policies_app.core.context import AgentView, CallContext, Risk, ServerView
+from policies_app.core.records import decision_record, outcome_record
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,7 @@ def agent(name: str, roles: frozenset[str] = frozenset()) -> AgentView:
 
 
 def call(agent_name: str, tool: str, intent: str, decision: str, arguments: dict[str, object]) -> CallContext:
-    ctx = CallContext(agent=agent(agent_name), server=SERVER, tool=tool, arguments=arguments,
+    ctx = CallContext(agent=agent(agent_name), server=SERVER, subject=tool, arguments=arguments,
                       args_sha256=hashlib.sha256(repr(sorted(arguments.items())).encode()).hexdigest())
     ctx.intent = intent
     ctx.decision = decision  # type: ignore[assignment]
@@ -57,10 +58,10 @@ def write_scenario(rounds: int = 1) -> list[CallContext]:
     for _ in range(rounds):
         for agent_name, tool, intent, decision, arguments in SCENARIO:
             ctx = call(agent_name, tool, intent, decision, arguments)
-            async_to_sync(actions.record_decision)(ctx)
+            async_to_sync(actions.record_decision)(decision_record(ctx))
             if decision == "allow":
-                async_to_sync(actions.record_outcome)(ctx, status="ok", latency_ms=3.25,
-                                                      result_sha256="ab" * 32, result_size=42)
+                async_to_sync(actions.record_outcome)(outcome_record(ctx, status="ok", latency_ms=3.25,
+                                                                 result_sha256="ab" * 32, result_size=42))
             calls.append(ctx)
         actions.record_admin("agent.saved", actor="alice", target="support-agent", details={"roles": ["support"]})
     return calls

@@ -10,15 +10,15 @@ from django.test import Client
 
 from audit_app import actions, chain, keys, verify
 from audit_app.models import AuditEntry
-from gateway import actions as gateway_actions
+from dashboard import actions as people
 from tests.audit_app.conftest import write_scenario
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def client_for(name: str, roles: list[str]) -> Client:
-    gateway_actions.create_user(acting_user="test", username=name, roles=roles)
-    token = gateway_actions.issue_api_token(acting_user="test", username=name)
+    people.create_user(acting_user="test", username=name, roles=roles)
+    token = people.issue_api_token(acting_user="test", username=name)
     return Client(HTTP_AUTHORIZATION=f"Token {token}")
 
 

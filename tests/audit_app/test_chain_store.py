@@ -6,6 +6,7 @@ import pytest
 
 from audit_app import actions, chain, keys, signing
 from audit_app.models import AuditEntry, ChainAlert, Checkpoint
+from policies_app.core.records import decision_record
 from tests.audit_app.conftest import write_scenario
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,7 +79,7 @@ def test_it_keeps_arguments_only_as_the_domain_pack_allows() -> None:
 
     ctx = call("support-agent", "send_email", "comms.email.send", "allow",
                {"to": ["a@example.com"], "body": "your refund is on its way", "api_key": "sk-live-123"})
-    async_to_sync(actions.record_decision)(ctx)
+    async_to_sync(actions.record_decision)(decision_record(ctx))
     stored = bytes(AuditEntry.objects.get(call_id=ctx.call_id).canonical)
     assert b"sk-live-123" not in stored and b"your refund is on its way" not in stored
     args = json.loads(stored)["args"]

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 
 from audit_app import actions, queries, tasks
 from audit_app.models import AuditEntry, ChainHead, Checkpoint
+from policies_app.core.records import decision_record, outcome_record
 from tests.audit_app.conftest import SCENARIO, call
 from tests.support.processes import child_env, started
 
@@ -26,7 +27,7 @@ def test_it_commits_concurrent_decisions_in_batches_without_losing_one() -> None
     contexts = [call(*SCENARIO[i % len(SCENARIO)]) for i in range(300)]
 
     async def burst() -> None:
-        await asyncio.gather(*(actions.record_decision(ctx) for ctx in contexts))
+        await asyncio.gather(*(actions.record_decision(decision_record(ctx)) for ctx in contexts))
 
     async_to_sync(burst)()
     stored = list(AuditEntry.objects.order_by("seq").values_list("seq", "call_id", "time"))
@@ -42,7 +43,7 @@ def test_it_records_hostile_names_without_failing_their_batch_mates() -> None:
     plain = call(*SCENARIO[0])
 
     async def together() -> None:
-        await asyncio.gather(actions.record_decision(hostile), actions.record_decision(plain))
+        await asyncio.gather(actions.record_decision(decision_record(hostile)), actions.record_decision(decision_record(plain)))
 
     async_to_sync(together)()
     stored = AuditEntry.objects.get(call_id=hostile.call_id)
@@ -57,18 +58,18 @@ def test_it_raises_when_the_decision_cannot_be_committed() -> None:
         cursor.execute("ALTER TABLE audit_app_auditentry RENAME TO audit_app_auditentry_away")
     try:
         with pytest.raises(actions.AuditWriteError):
-            async_to_sync(actions.record_decision)(ctx)
+            async_to_sync(actions.record_decision)(decision_record(ctx))
     finally:
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE audit_app_auditentry_away RENAME TO audit_app_auditentry")
-    async_to_sync(actions.record_decision)(ctx)
+    async_to_sync(actions.record_decision)(decision_record(ctx))
     assert AuditEntry.objects.filter(call_id=ctx.call_id).count() == 1
 
 
 def test_it_retries_an_outcome_written_in_the_background_until_the_trail_takes_it() -> None:
     from channels.db import database_sync_to_async
 
-    from gateway import metrics
+    from intended import metrics
 
     ctx = call(*SCENARIO[0])
     retried = metrics.AUDIT_OUTCOME_FAILURES.labels("retried")
@@ -80,7 +81,7 @@ def test_it_retries_an_outcome_written_in_the_background_until_the_trail_takes_i
 
     async def outage_then_recovery() -> None:
         await database_sync_to_async(rename)("audit_app_auditentry", "audit_app_auditentry_away")
-        actions.submit_outcome(ctx, status="ok", latency_ms=2.5)  # returns at once: nobody waits
+        actions.submit_outcome(outcome_record(ctx, status="ok", latency_ms=2.5))  # returns at once: nobody waits
         while retried._value.get() == before:
             await asyncio.sleep(0.02)
         await database_sync_to_async(rename)("audit_app_auditentry_away", "audit_app_auditentry")
@@ -97,10 +98,10 @@ def test_an_outcome_waits_briefly_to_share_the_next_decisions_commit() -> None:
     first, second = call(*SCENARIO[0]), call(*SCENARIO[1])
 
     async def one_call_at_a_time() -> None:
-        await actions.record_decision(first)
-        actions.submit_outcome(first, status="ok", latency_ms=1.0)
+        await actions.record_decision(decision_record(first))
+        actions.submit_outcome(outcome_record(first, status="ok", latency_ms=1.0))
         await asyncio.sleep(0.005)  # the agent's next call arrives a moment later
-        await actions.record_decision(second)
+        await actions.record_decision(decision_record(second))
 
     async_to_sync(one_call_at_a_time)()
     stored = list(AuditEntry.objects.order_by("seq").values_list("kind", "call_id", "time"))
@@ -113,7 +114,7 @@ def test_an_outcome_with_no_call_after_it_is_still_written() -> None:
     ctx = call(*SCENARIO[0])
 
     async def last_call() -> None:
-        actions.submit_outcome(ctx, status="ok", latency_ms=1.0)
+        actions.submit_outcome(outcome_record(ctx, status="ok", latency_ms=1.0))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not await AuditEntry.objects.filter(call_id=ctx.call_id).aexists():
             await asyncio.sleep(0.01)
@@ -126,11 +127,11 @@ def test_a_writer_that_missed_another_processs_entries_appends_after_them() -> N
     first, second, third = (call(*SCENARIO[i]) for i in range(3))
 
     async def interleaved() -> None:
-        await actions.record_decision(first)
+        await actions.record_decision(decision_record(first))
         remembered = list(actions._head_seen)
-        await actions.record_decision(second)
+        await actions.record_decision(decision_record(second))
         actions._head_seen[:] = remembered  # as if another process had appended `second`
-        await actions.record_decision(third)
+        await actions.record_decision(decision_record(third))
 
     async_to_sync(interleaved)()
     stored = list(AuditEntry.objects.order_by("seq").values_list("seq", "call_id"))
@@ -155,11 +156,11 @@ def test_it_writes_admin_entries_in_the_callers_transaction() -> None:
 
 
 def test_it_seals_in_process_on_the_embedded_default() -> None:
-    async_to_sync(actions.record_decision)(call(*SCENARIO[0]))
+    async_to_sync(actions.record_decision)(decision_record(call(*SCENARIO[0])))
     if settings.CELERY_TASK_ALWAYS_EAGER:
         tasks.seal.delay()
         assert Checkpoint.objects.get().size == 1
-    async_to_sync(actions.record_decision)(call(*SCENARIO[1]))
+    async_to_sync(actions.record_decision)(decision_record(call(*SCENARIO[1])))
     stop = actions.start_background_sealer(interval=0.1)
     try:
         deadline = time.monotonic() + 30
@@ -173,7 +174,7 @@ def test_it_seals_in_process_on_the_embedded_default() -> None:
 
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="Celery beat with a Redis broker needs REDIS_URL")
 def test_it_seals_under_celery_beat_with_the_redis_broker(tmp_path: Path, signing_key_dir: Path) -> None:
-    async_to_sync(actions.record_decision)(call(*SCENARIO[0]))
+    async_to_sync(actions.record_decision)(decision_record(call(*SCENARIO[0])))
     # a broker database of its own, so no other worker on this Redis takes the beat's tasks
     broker = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/13"
     env = child_env(INTENDED_SEAL_INTERVAL="1", INTENDED_SIGNING_KEY_DIR=str(signing_key_dir),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from gateway import actions
+from dashboard import actions
 
 PASSWORD = "correct horse battery staple"
 
@@ -62,13 +62,13 @@ def nobody_client(nobody) -> Client:
 
 def call_context(agent: str, tool: str, intent: str, decision: str, reason: str = ""):
     """A decided call as the gateway records it (for seeding the audit trail)."""
-    from gateway.context import AgentView, CallContext, ServerView
+    from policies_app.core.context import AgentView, CallContext, ServerView
 
     ctx = CallContext(
         agent=AgentView(id=0, name=agent, owner="", roles=frozenset(), tool_scope={}),
         server=ServerView(id=0, name="customer-ops", url="", command=(), credential_header="", credential="",
                           domain_pack="", tool_intents={}, new_tools="pin", timeout=30.0, connect_timeout=5.0),
-        tool=tool, arguments={}, args_sha256="0" * 64,
+        subject=tool, arguments={}, args_sha256="0" * 64,
     )
     ctx.intent, ctx.decision, ctx.reason = intent, decision, reason
     return ctx
@@ -78,10 +78,11 @@ def record_call(agent: str, tool: str, intent: str, decision: str, reason: str =
                 latency: float | None = 12.5) -> None:
     """Writes the call's decision entry and, unless denied, its outcome, as the gateway does
     (the same fields and encoding; synchronously, inside the test's transaction)."""
-    from audit_app.actions import append_entries, decision_fields, encode_draft, outcome_fields
+    from audit_app.actions import append_entries, encode_draft
+    from policies_app.core.records import decision_record, outcome_record
 
     ctx = call_context(agent, tool, intent, decision, reason)
-    drafts = [decision_fields(ctx)]
+    drafts = [decision_record(ctx)]
     if decision != "deny" and latency is not None:
-        drafts.append(outcome_fields(ctx, {"status": "ok", "latency_ms": latency}))
+        drafts.append(outcome_record(ctx, status="ok", latency_ms=latency))
     append_entries([encode_draft(d) for d in drafts])

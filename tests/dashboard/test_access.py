@@ -43,6 +43,6 @@ def test_it_shows_the_overview_and_audit_to_an_auditor(auditor_client, path):
 def test_it_refuses_state_changes_to_an_auditor(auditor_client):
     response = auditor_client.post("/agents/", {"name": "sneaky"})
     assert response.status_code == 403
-    from gateway.models import Agent
+    from policies_app.models import Agent
 
     assert not Agent.objects.filter(name="sneaky").exists()

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import re
 
-from gateway import actions
-from gateway.models import Agent, AgentKey, hash_secret
+from policies_app import actions
+from policies_app.models import Agent, AgentKey, hash_secret
 
 
 def test_it_creates_an_agent(admin_client):

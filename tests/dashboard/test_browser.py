@@ -17,7 +17,8 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from gateway import actions
+from dashboard import actions as people
+from policies_app import actions
 from tests.dashboard.conftest import PASSWORD, record_call
 from tests.support.processes import ROOT, free_port, live_gateway, running
 
@@ -75,7 +76,7 @@ def sdk_tool_names(url: str, key: str) -> list[str]:
 
 
 def test_it_lets_an_admin_scope_an_agent_so_the_sdk_sees_exactly_those_tools(transactional_db, tmp_path):
-    actions.create_user(acting_user="test", username="alice", roles=["admin"], password=PASSWORD)
+    people.create_user(acting_user="test", username="alice", roles=["admin"], password=PASSWORD)
     with customer_ops(tmp_path) as upstream, live_gateway(**GATEWAY_ENV) as base, browser() as chromium:
         page = chromium.new_page()
         sign_in(page, base, "alice")
@@ -116,7 +117,7 @@ BROKEN_POLICY = """policies:
 
 
 def test_it_shows_a_policy_error_at_its_line_and_simulates_the_fixed_policy(transactional_db):
-    actions.create_user(acting_user="test", username="alice", roles=["admin"], password=PASSWORD)
+    people.create_user(acting_user="test", username="alice", roles=["admin"], password=PASSWORD)
     actions.save_server(acting_user="test", name="customer-ops", url="http://127.0.0.1:9/mcp",
                         domain_pack="saas-ops", tool_intents={"process_refund": "financial.refund.process"})
     actions.save_agent(acting_user="test", name="refund-bot", tool_scope={"customer-ops": ["process_refund"]})
@@ -154,7 +155,7 @@ def refund_calls() -> None:
 
 
 def test_it_lets_an_auditor_filter_export_and_verify_a_bundle(transactional_db, tmp_path):
-    actions.create_user(acting_user="test", username="ann", roles=["auditor"], password=PASSWORD)
+    people.create_user(acting_user="test", username="ann", roles=["auditor"], password=PASSWORD)
     refund_calls()
     with live_gateway(**GATEWAY_ENV) as base, browser() as chromium:
         page = chromium.new_page()

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from gateway import actions
+from policies_app import actions
 
 
 class Fields(HTMLParser):

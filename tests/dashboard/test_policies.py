@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 
-from gateway import actions
+from policies_app import actions
 
 BROKEN = """policies:
   - intent: financial.refund.process
@@ -69,6 +69,20 @@ def test_it_simulates_a_call(admin_client):
     assert response.status_code == 200
     assert re.search(rb'data-testid="decision">deny<', response.content)
     assert b"No refunds today" in response.content
+
+
+def test_it_simulates_a_resource_read_outside_the_agents_scope(admin_client):
+    actions.save_agent(acting_user="test", name="bot", tool_scope={"ops": ["refund"]})
+    actions.save_server(acting_user="test", name="ops", url="http://127.0.0.1:9/mcp")
+    page = admin_client.get("/policies/simulate/")
+    assert b"Tool, URI or prompt" in page.content and b'value="resources/read"' in page.content
+    response = admin_client.post("/policies/simulate/", {"agent": "bot", "server": "ops", "operation": "resources/read",
+                                                         "tool": "customers://c-42", "arguments": "{}"})
+    assert response.status_code == 200
+    assert re.search(rb'data-testid="decision">deny<', response.content)
+    assert re.search(rb'data-testid="operation">resources/read<', response.content)
+    assert re.search(rb'data-testid="subject">customers://c-42<', response.content)
+    assert b"<p>Resource not found: customers://c-42" in response.content
 
 
 def test_it_says_when_the_arguments_are_not_json(admin_client):

@@ -17,8 +17,9 @@ import pytest
 
 from audit_app.actions import seal
 from audit_app.models import AuditEntry
-from gateway import actions
-from gateway.models import Agent
+from dashboard import actions as people
+from policies_app import actions
+from policies_app.models import Agent
 from tests.dashboard.conftest import PASSWORD
 from tests.dashboard.test_browser import GATEWAY_ENV, browser, customer_ops, sign_in
 from tests.support.processes import ROOT, live_gateway
@@ -104,7 +105,7 @@ def test_it_renders_every_page(transactional_db, tmp_path):
     out = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     for name, roles in (("alice", ["admin"]), ("ann", ["auditor"]), ("carol", ["support-lead"])):
-        actions.create_user(acting_user="setup", username=name, roles=roles, password=PASSWORD)
+        people.create_user(acting_user="setup", username=name, roles=roles, password=PASSWORD)
     # The web process needs the credential's variable to validate the exported configuration.
     gateway_env = GATEWAY_ENV | {"CUSTOMER_OPS_TOKEN": TOKEN}
     with customer_ops(tmp_path) as upstream, live_gateway(**gateway_env) as base:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from gateway import actions
-from gateway.models import Server
+from policies_app import actions
+from policies_app.models import Server
 
 
 def test_it_registers_a_server_with_an_encrypted_credential(admin_client, settings):

@@ -6,8 +6,9 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from audit_app.actions import record_admin, record_decision
+from dashboard import actions
 from dashboard.tail import AuditTailConsumer
-from gateway import actions
+from policies_app.core.records import decision_record
 from tests.dashboard.conftest import call_context
 
 
@@ -22,8 +23,8 @@ async def test_it_pushes_new_entries_to_an_auditor(transactional_db):
     comm = communicator(ann)
     connected, _ = await comm.connect()
     assert connected
-    await record_decision(call_context("lookup-agent", "process_refund", "financial.refund.process", "deny",
-                                       "Only support agents can process refunds"))
+    await record_decision(decision_record(call_context(
+        "lookup-agent", "process_refund", "financial.refund.process", "deny", "Only support agents can process refunds")))
     message = await comm.receive_json_from(timeout=10)
     assert (message["kind"], message["agent"], message["decision"], message["reason"]) == (
         "decision", "lookup-agent", "deny", "Only support agents can process refunds")

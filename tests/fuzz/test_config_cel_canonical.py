@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audit_app import chain
-from gateway.context import AgentView, CallContext, Risk, ServerView
-from policies_app import config, rules
+from policies_app import config
+from policies_app.core import rules
+from policies_app.core.context import AgentView, CallContext, Risk, ServerView
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WHOLE_FILE = {"the file is empty: nothing to apply"}
@@ -118,7 +119,7 @@ def call_with(arguments: dict[str, Any]) -> CallContext:
     server = ServerView(id=1, name="customer-ops", url="http://127.0.0.1:1/mcp", command=(),
                         credential_header="", credential="", domain_pack="saas-ops",
                         tool_intents={}, new_tools="pin", timeout=30.0, connect_timeout=5.0)
-    ctx = CallContext(agent=agent, server=server, tool="process_refund", arguments=arguments,
+    ctx = CallContext(agent=agent, server=server, subject="process_refund", arguments=arguments,
                       args_sha256=hashlib.sha256(b"x").hexdigest())
     ctx.intent = "financial.refund.process"
     ctx.risk = Risk(score=40, factors=[])

@@ -29,7 +29,7 @@ pytestmark = [
 
 def test_it_answers_every_operation_of_its_openapi_schema_without_a_server_error(tmp_path: Path, settings: Any) -> None:
     from approvals_app.actions import request_approval
-    from gateway import actions
+    from dashboard import actions
 
     settings.INTENDED_ALLOW_PRIVATE_UPSTREAMS = True
     with customer_ops(tmp_path) as upstream:

@@ -98,8 +98,8 @@ def allow_policies() -> None:
 
 
 def make_world(base: str, upstream: Upstream, server: str = "up", **server_fields: Any) -> World:
-    from gateway import actions
-    from gateway.models import Agent
+    from policies_app import actions
+    from policies_app.models import Agent
 
     actions.save_server(acting_user="tests", name=server, url=upstream.url,
                         credential_header="X-Upstream-Token", credential=UPSTREAM_CREDENTIAL, **server_fields)
@@ -111,8 +111,14 @@ def make_world(base: str, upstream: Upstream, server: str = "up", **server_field
     keys = {}
     for name, scope in personas.items():
         # Another world may share the database (two module worlds): keep its servers in scope.
-        existing = Agent.objects.filter(name=name).values_list("tool_scope", flat=True).first() or {}
-        agent = actions.save_agent(acting_user="tests", name=name, tool_scope={**existing, **scope})
+        existing = Agent.objects.filter(name=name).first()
+        tools = {**(existing.tool_scope if existing else {}), **scope}
+        # alice may read every resource and prompt of her server too (transparency tests)
+        reach = {server: ["*"]} if name == "alice" else {}
+        resources = {**(existing.resource_scope if existing else {}), **reach}
+        prompts = {**(existing.prompt_scope if existing else {}), **{k: "*" for k in reach}}
+        agent = actions.save_agent(acting_user="tests", name=name, tool_scope=tools, resource_scope=resources,
+                                   prompt_scope=prompts)
         keys[name] = actions.issue_key(acting_user="tests", agent=agent)[1]
     allow_policies()
     return World(base, server, upstream, keys)

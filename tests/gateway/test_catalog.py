@@ -47,7 +47,7 @@ def pinned(server: str) -> dict[str, str]:
 
 def wildcard_key(server: str) -> str:
     """An agent that may use any tool of the server, so an unknown name reaches the catalog."""
-    from gateway import actions
+    from policies_app import actions
 
     agent = actions.save_agent(acting_user="tests", name="wildcard", tool_scope={server: "*"})
     return actions.issue_key(acting_user="tests", agent=agent)[1]
@@ -127,7 +127,7 @@ POISONED_SERVER = textwrap.dedent('''
 
 @pytest.fixture
 def stdio_gateway(transactional_db: Any, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    from gateway import actions
+    from policies_app import actions
 
     script = tmp_path / "poisoned_server.py"
     script.write_text(POISONED_SERVER)
@@ -190,7 +190,7 @@ def test_it_passes_a_conformance_scenario_run_on_its_own(transactional_db: Any, 
 
     if not (peers.NODE.exists() and peers.CONFORMANCE.exists()):
         pytest.skip("MCP peers not installed: run bash tests/peers/setup.sh")
-    from gateway import actions
+    from policies_app import actions
 
     actions.save_server(acting_user="tests", name="fixtures",
                         command=[sys.executable, str(peers.CONFORMANCE_SERVER), "--stdio"])

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway import proxy
-from gateway.context import AgentView, CallContext, Risk, ServerView
+from policies_app.core.context import AgentView, CallContext, Risk, ServerView
 
 
 def a_call(**fields: Any) -> CallContext:
@@ -16,7 +16,7 @@ def a_call(**fields: Any) -> CallContext:
     server = ServerView(id=1, name="up", url="http://127.0.0.1:1/mcp", command=(), credential_header="",
                         credential="", domain_pack="", tool_intents={}, new_tools="pin", timeout=30.0,
                         connect_timeout=5.0)
-    return CallContext(agent=agent, server=server, tool="refund", arguments={"amount": 5},
+    return CallContext(agent=agent, server=server, subject="refund", arguments={"amount": 5},
                        args_sha256=proxy.canonical_sha256({"amount": 5}), **fields)
 
 

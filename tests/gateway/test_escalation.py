@@ -39,7 +39,7 @@ def sse_messages(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
 def test_it_holds_an_escalated_call_until_a_reviewer_approves(held_world: World) -> None:
     from approvals_app.actions import decide
     from approvals_app.models import Approval
-    from gateway import actions
+    from dashboard import actions
 
     world = held_world
     reviewer = actions.create_user(acting_user="tests", username="root", roles=["admin"])

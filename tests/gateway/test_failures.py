@@ -31,7 +31,7 @@ def call(request_id: int, tool: str, **arguments: Any) -> dict[str, Any]:
 
 
 def test_it_answers_for_an_unreachable_upstream(stateless_world: World) -> None:
-    from gateway import actions
+    from policies_app import actions
 
     world = stateless_world
     actions.save_server(acting_user="tests", name="up", url=f"http://127.0.0.1:{free_port()}/mcp")
@@ -44,7 +44,7 @@ def test_it_answers_for_an_unreachable_upstream(stateless_world: World) -> None:
 
 
 def test_it_times_out_a_slow_upstream_and_audits_it(stateless_world: World) -> None:
-    from gateway import actions
+    from policies_app import actions
 
     world = stateless_world
     assert "result" in post(world, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, world.keys["alice"]).json()

@@ -10,8 +10,8 @@ from tests.gateway.test_door import error_of, eventually, ping, post, untouched
 
 
 def test_it_refuses_revoked_and_expired_keys_and_disabled_agents(world: World) -> None:
-    from gateway import actions
-    from gateway.models import Agent, AgentKey
+    from policies_app import actions
+    from policies_app.models import Agent, AgentKey
 
     key, rotated = actions.issue_key(acting_user="tests", agent=Agent.objects.get(name="alice"))
     eventually(lambda: post(world, ping(), rotated).status_code not in (401, 403))  # reached the upstream
@@ -30,8 +30,8 @@ def refuses_an_expired_key_and_a_disabled_agent(world: World) -> None:
     from django.db import transaction
     from django.utils import timezone
 
-    from gateway import actions
-    from gateway.models import AgentKey, ConfigStamp
+    from policies_app import actions
+    from policies_app.models import AgentKey, ConfigStamp
 
     with transaction.atomic():
         prefix = world.keys["mallory"].split("_")[1]

@@ -148,7 +148,8 @@ def apply_config(path: Path, everything_url: str, fixtures_url: str) -> None:
     }
     path.write_text(json.dumps({  # JSON is YAML
         "servers": [{"name": name} | spec for name, spec in servers.items()],
-        "agents": [{"name": "peer-agent", "tools": {name: "*" for name in servers}}],
+        "agents": [{"name": "peer-agent", "tools": {name: "*" for name in servers},
+                    "resources": {name: ["*"] for name in servers}, "prompts": {name: "*" for name in servers}}],
         "policies": [{"intent": "*", "decision": "allow", "reason": "peers may do anything"}],
     }))
     call_command("apply", str(path), stdout=open(os.devnull, "w"))
@@ -170,8 +171,8 @@ def gateway(django_db_setup, django_db_blocker, everything, fixtures, tmp_path_f
     /mcp/fixtures-stdio); yields its base URL and the agent's key."""
     from django.db import connection
 
-    from gateway import actions
-    from gateway.models import Agent
+    from policies_app import actions
+    from policies_app.models import Agent
 
     if not str(connection.settings_dict["NAME"]).endswith(("test.sqlite3", "test")) and "test" not in str(connection.settings_dict["NAME"]):
         pytest.fail("no test database: select test_it_excuses_only_the_gateways_own_unknown_tool_answer_for_a_missing_tool "

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from gateway.jsonrpc import id_key
+from gateway.jsonrpc import is_modern_message as is_modern
 from gateway.stdio import (
     StdioUpstream,
     child_environment,
-    id_key,
-    is_modern,
     one_line,
     progress_token,
     request_state,

@@ -19,8 +19,8 @@ from tests.support.processes import live_gateway
 
 @pytest.fixture
 def gateway(transactional_db, tmp_path) -> Iterator[tuple[str, str]]:
-    from gateway import actions
-    from gateway.models import Agent
+    from policies_app import actions
+    from policies_app.models import Agent
 
     config = tmp_path / "stdio.yaml"
     config.write_text(

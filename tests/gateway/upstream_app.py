@@ -4,7 +4,11 @@ Streamable HTTP, in stateless JSON mode or stateful SSE mode.
 Every HTTP request it receives is appended to the JSON Lines file named by --log (method,
 MCP method, headers that matter), so a test can prove what did or did not reach it.
 
-  python tests/gateway/upstream_app.py --port 9000 --mode stateful|stateless --log FILE
+  python tests/gateway/upstream_app.py --port 9000 --mode stateful|stateless --log FILE [--catalog governed]
+
+--catalog governed adds what the governed-operations tests need (resource templates, more
+resources and prompts, completion, subscriptions, and tools that ask the client for sampling,
+elicitation and roots); without it the catalog stays as the other tests expect it.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import asyncio
 import json
 from typing import Annotated, Any
 
+import anyio
 import uvicorn
+from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.server.streamable_http import EventMessage, EventStore
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
 app = MCPServer("gateway-test-upstream")
@@ -128,6 +135,87 @@ def simple_prompt() -> str:
     return "A simple prompt"
 
 
+# --- the governed catalog (--catalog governed) ----------------------------------------------
+
+CUSTOMERS = ["c-42", "c-43", "c-99"]
+
+
+def add_governed_catalog() -> None:
+    """Everything an agent can do besides calling a tool, each kind with a subject the tests can
+    put in or out of an agent's scope, and tools through which the server asks the client."""
+
+    @app.resource("notes://internal", mime_type="text/plain")
+    def internal_notes() -> str:
+        return "internal notes: refunds over 500 need a lead"
+
+    @app.resource("customers://{customer_id}", mime_type="application/json")
+    def customer(customer_id: str) -> str:
+        return json.dumps({"id": customer_id, "name": f"Customer {customer_id}", "plan": "pro"})
+
+    @app.resource("orders://{order_id}", mime_type="application/json")
+    def order(order_id: str) -> str:
+        return json.dumps({"id": order_id, "total": 120})
+
+    @app.prompt()
+    def refund_letter(customer: str) -> str:
+        return f"Write a polite refund letter to customer {customer}."
+
+    @app.completion()
+    async def complete(ref: Any, argument: types.CompletionArgument, context: Any) -> types.Completion | None:
+        if argument.name in ("customer", "customer_id"):
+            return types.Completion(values=[c for c in CUSTOMERS if c.startswith(argument.value)])
+        return None
+
+    async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        return types.EmptyResult()
+
+    lowlevel = app._lowlevel_server  # MCPServer has no decorator for the legacy subscriptions
+    lowlevel.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
+
+    @app.tool()
+    async def ask_sampling(question: str, ctx: Context) -> str:
+        """Asks the client's model (sampling/createMessage, on this call's stream); says what came back."""
+        message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text=question))
+        try:
+            with anyio.fail_after(15):
+                result = await ctx.session.create_message([message], max_tokens=50, related_request_id=ctx.request_id)
+        except MCPError as exc:
+            return f"sampling refused: {exc.error.code} {exc.error.message}"
+        except TimeoutError:
+            return "sampling unanswered"
+        content = result.content
+        return f"sampled: {getattr(content, 'text', content)}"
+
+    @app.tool()
+    async def ask_elicitation(ctx: Context) -> str:
+        """Asks the user for a name (elicitation/create, on this call's stream); says what came back."""
+        try:
+            with anyio.fail_after(15):
+                answer = await ctx.elicit("What is your name?", Name)
+        except MCPError as exc:
+            return f"elicitation refused: {exc.error.code} {exc.error.message}"
+        except TimeoutError:
+            return "elicitation unanswered"
+        data = getattr(answer, "data", None)
+        return f"elicited: {answer.action} {data.name if data else ''}".strip()
+
+    @app.tool()
+    async def ask_roots(ctx: Context) -> str:
+        """Asks the client for its roots (roots/list, on the session's GET stream); says what came back."""
+        try:
+            with anyio.fail_after(15):
+                result = await ctx.session.list_roots()
+        except MCPError as exc:
+            return f"roots refused: {exc.error.code} {exc.error.message}"
+        except TimeoutError:
+            return "roots unanswered"
+        return "roots: " + " ".join(str(root.uri) for root in result.roots)
+
+
 LOGGED_HEADERS = ("authorization", "cookie", "host", "x-upstream-token", "mcp-session-id",
                   "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept", "origin")
 
@@ -159,6 +247,8 @@ class RequestLog:
             "mcp_method": parsed.get("method") if isinstance(parsed, dict) else None,
             "is_response": isinstance(parsed, dict) and "method" not in parsed,
             "tool": (parsed.get("params") or {}).get("name") if isinstance(parsed, dict) else None,
+            "uri": (parsed.get("params") or {}).get("uri") if isinstance(parsed, dict) else None,
+            "error": parsed.get("error") if isinstance(parsed, dict) and "method" not in parsed else None,
             "headers": {k: headers[k] for k in LOGGED_HEADERS if k in headers},
             "size": len(body),
         }
@@ -181,7 +271,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=["stateful", "stateless"], default="stateful")
     parser.add_argument("--log", required=True)
+    parser.add_argument("--catalog", choices=["default", "governed"], default="default")
     args = parser.parse_args()
+    if args.catalog == "governed":
+        add_governed_catalog()
     stateless = args.mode == "stateless"
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,

@@ -5,7 +5,7 @@ import re
 import pytest
 from django.test import Client
 
-from gateway import actions
+from dashboard import actions
 from intended.middleware import content_security_policy
 from tests.support.processes import live_gateway
 

@@ -6,7 +6,8 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from gateway import actions, operations
+from gateway import operations
+from policies_app import actions
 from tests.support.processes import free_port, running
 
 
@@ -14,7 +15,7 @@ from tests.support.processes import free_port, running
 def fresh_caches():
     # Each test flushes the database; a snapshot cached by the one before would otherwise
     # keep its servers (and their upstream probes) for up to a poll interval.
-    from gateway.snapshot import snapshots
+    from policies_app.snapshots import snapshots
 
     snapshots.invalidate()
     operations._upstream_cache.update(at=0.0, generation=None, checks={})

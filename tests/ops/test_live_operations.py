@@ -137,7 +137,7 @@ def test_it_counts_real_calls_and_logs_each_with_its_call_id(live):
 def session_cookie(username: str = "carol") -> str:
     from django.test import Client
 
-    from gateway import actions
+    from dashboard import actions
 
     actions.create_user(acting_user="tests", username=username, roles=["support-lead"], password="pw-" * 5)
     client = Client()

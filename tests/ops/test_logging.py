@@ -4,8 +4,8 @@ import json
 import logging
 import sys
 
-from gateway.context import AgentView, CallContext, ServerView
 from intended.logging import JsonFormatter, TextFormatter, call_fields
+from policies_app.core.context import AgentView, CallContext, ServerView
 
 
 def record(message: str = "call decided", *args, extra: dict | None = None, exc_info=None) -> logging.LogRecord:
@@ -18,7 +18,7 @@ def a_call() -> CallContext:
     server = ServerView(id=1, name="customer-ops", url="http://127.0.0.1:9/mcp", command=(),
                         credential_header="", credential="", domain_pack="", tool_intents={},
                         new_tools="pin", timeout=30, connect_timeout=5)
-    ctx = CallContext(agent=agent, server=server, tool="process_refund", arguments={"amount": 5},
+    ctx = CallContext(agent=agent, server=server, subject="process_refund", arguments={"amount": 5},
                       args_sha256="ab" * 32, intent="financial.refund.process")
     ctx.deny("Only support agents can process refunds")
     return ctx

@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import metrics
+from intended import metrics
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -91,13 +91,13 @@ def test_it_aggregates_worker_processes_with_a_multiprocess_dir(tmp_path):
     from tests.support.processes import ROOT
 
     code = (
-        "from gateway import metrics; metrics.observe_decision('a', 's', 'allow', 0.001)"
+        "from intended import metrics; metrics.observe_decision('a', 's', 'allow', 0.001)"
     )
     env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT),
            "DJANGO_SETTINGS_MODULE": "intended.settings", "INTENDED_DATA_DIR": str(ROOT / "var")}
     for _ in range(2):  # two workers, one call each
         subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True, timeout=60)
-    read = ("from gateway.metrics import process_source; from prometheus_client import generate_latest; "
+    read = ("from intended.metrics import process_source; from prometheus_client import generate_latest; "
             "print(generate_latest(process_source()).decode())")
     out = subprocess.run([sys.executable, "-c", read], env=env, cwd=ROOT, capture_output=True, text=True,
                          check=True, timeout=60).stdout

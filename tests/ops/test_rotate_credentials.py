@@ -10,8 +10,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from audit_app.models import AuditEntry
-from gateway import actions, credentials
-from gateway.models import Server
+from policies_app import actions, credentials
+from policies_app.models import Server
 
 SECRET = "sk-live-7f3a9c1e55d24b0b9e8d"
 OLD_KEY = Fernet.generate_key().decode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.context import AgentView, CallContext, ServerView
+from policies_app.core.context import AgentView, CallContext, ServerView
 
 CUSTOMER_OPS = ServerView(
     id=1, name="customer-ops", url="http://127.0.0.1:9/mcp", command=(), credential_header="",
@@ -26,9 +26,9 @@ ANALYTICS = AgentView(id=3, name="analytics-agent", owner="bob", roles=frozenset
 
 def call(agent: AgentView, tool: str, arguments: dict[str, Any] | None = None, *, server: ServerView = CUSTOMER_OPS,
          intent: str | None = None, risk: int = 0) -> CallContext:
-    from policies_app import packs
+    from policies_app.core import packs
 
-    ctx = CallContext(agent=agent, server=server, tool=tool, arguments=arguments or {}, args_sha256="0" * 64)
+    ctx = CallContext(agent=agent, server=server, subject=tool, arguments=arguments or {}, args_sha256="0" * 64)
     ctx.intent = intent or packs.resolve_intent(server, tool)
     ctx.attributes = packs.derive_attributes(server.domain_pack, ctx.intent, ctx.arguments)
     ctx.risk.score = risk

@@ -54,14 +54,14 @@ def customer_ops(tmp_path: Path) -> Iterator[Upstream]:
 
 def set_up(upstream: Upstream, config: str = SEED) -> dict[str, str]:
     """Apply the configuration through `apply_config` and issue every agent a key."""
-    from gateway import actions as gateway_actions
-    from gateway.models import Agent
+    from policies_app import actions as policy_actions
     from policies_app.actions import apply_config
+    from policies_app.models import Agent
 
     text = config.replace("http://127.0.0.1:9000/mcp", upstream.url)
     apply_config(text, acting_user="tests", environ={"CUSTOMER_OPS_TOKEN": "upstream-token"})
     return {
-        agent.name: gateway_actions.issue_key(acting_user="tests", agent=agent)[1]
+        agent.name: policy_actions.issue_key(acting_user="tests", agent=agent)[1]
         for agent in Agent.objects.all()
     }
 

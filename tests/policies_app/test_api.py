@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from gateway.actions import create_user, issue_api_token
+from dashboard.actions import create_user, issue_api_token
 from policies_app import actions
 
 pytestmark = pytest.mark.django_db

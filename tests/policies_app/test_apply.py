@@ -8,11 +8,10 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 
-from gateway.models import Agent, ConfigStamp, Server
-from gateway.snapshot import build_snapshot
 from policies_app import actions
 from policies_app.config import ConfigError
-from policies_app.models import PolicyVersion
+from policies_app.models import Agent, ConfigStamp, PolicyVersion, Server
+from policies_app.snapshots import build_snapshot
 
 pytestmark = pytest.mark.django_db
 

@@ -48,6 +48,7 @@ policies:
         ("  - intent: x.y\n    decision: allow\n    agents: [nobody]\n", "line 7: policies[0].agents[0] names the agent 'nobody', which is not defined"),
         ("  - intent: x.y\n    decision: allow\n    agents: [role:finance]\n", "line 7: policies[0].agents[0] names role:finance, but no agent has the role 'finance'"),
         ("  - intent: x..y\n    decision: allow\n", "line 5: policies[0].intent must be an intent or glob"),
+        ("  - intent: x.?y\n    decision: allow\n", "line 5: policies[0].intent must be an intent or glob"),
         ("  - intent: x.y\n    decision: allow\n    when: 'args.amount <'\n", "line 7: policies[0].when CEL does not compile"),
         ("  - intent: x.y\n    decision: allow\n    conditions: {limit_amount: 3}\n", "line 7: policies[0].conditions.limit_amount must be max_<name> or min_<name>"),
         ("  - intent: x.y\n    decision: allow\n    conditions: {max_amount: lots}\n", "line 7: policies[0].conditions.max_amount must be a number"),

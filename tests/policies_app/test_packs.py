@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from policies_app import packs
+from policies_app.core import packs
 from tests.policies_app.personas import CUSTOMER_OPS, PLAIN, SUPPORT, call
 
 NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies_app import pinning
+from policies_app.core import pinning
 
 TOOL = {
     "name": "get_customer",

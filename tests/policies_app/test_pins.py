@@ -6,11 +6,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from gateway.context import CallContext
-from gateway.pipeline import UnknownTool, decide
-from gateway.snapshot import build_snapshot
+from gateway.proxy import ports
 from policies_app import actions, pinning
+from policies_app.core.context import CallContext
+from policies_app.core.stages import UnknownSubject, decide
 from policies_app.models import ToolPin
+from policies_app.snapshots import build_snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,18 +48,18 @@ async def call_decision(tool, server="customer-ops"):
     from asgiref.sync import sync_to_async
 
     fresh = await sync_to_async(build_snapshot)()
-    ctx = CallContext(agent=fresh.agents["support-agent"], server=fresh.servers[server], tool=tool,
+    ctx = CallContext(agent=fresh.agents["support-agent"], server=fresh.servers[server], subject=tool,
                       arguments={"id": 1}, args_sha256="0" * 64)
-    return await decide(ctx, fresh)
+    return await decide(ctx, fresh, ports())
 
 
 async def test_it_pins_on_first_use_and_filters_to_the_scope(snap):
     assert await listed(snap, [GET, EMAIL, DELETE]) == ["get_customer", "send_email"]
     assert await ToolPin.objects.filter(status="admitted").acount() == 3
     assert (await call_decision("get_customer")).decision == "allow"
-    with pytest.raises(UnknownTool):
+    with pytest.raises(UnknownSubject):
         await call_decision("delete_customer")  # pinned, but outside the scope
-    with pytest.raises(UnknownTool):
+    with pytest.raises(UnknownSubject):
         await call_decision("never_listed")
 
 
@@ -68,7 +69,7 @@ async def test_it_holds_a_changed_definition_until_approved(snap):
     assert await listed(snap, [GET, rug_pull]) == ["get_customer"]
     pin = await ToolPin.objects.aget(tool="send_email")
     assert (pin.status, pin.held_reason) == ("held", "definition changed since it was pinned")
-    with pytest.raises(UnknownTool):
+    with pytest.raises(UnknownSubject):
         await call_decision("send_email")
     assert (await call_decision("get_customer")).decision == "allow"
 
@@ -92,7 +93,7 @@ async def test_it_holds_poisoned_tools_on_first_sight(snap):
     pin = await ToolPin.objects.aget(tool="get_customer")
     assert pin.status == "held"
     assert pin.held_reason.startswith("poisoning scan: hidden instruction block")
-    with pytest.raises(UnknownTool):
+    with pytest.raises(UnknownSubject):
         await call_decision("get_customer")
 
 

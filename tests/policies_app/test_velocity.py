@@ -15,7 +15,10 @@ from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies_app import rules, velocity
+from intended import background
+from policies_app import velocity
+from policies_app.core import rules
+from policies_app.core import velocity as core_velocity
 from policies_app.velocity import InProcessCounters, RedisCounters, Window
 from tests.policies_app.personas import ANALYTICS, SUPPORT, call
 from tests.support.processes import ROOT
@@ -96,9 +99,9 @@ async def test_it_denies_the_101st_customer_read_with_the_rule_reason(redis_url)
     with override_settings(REDIS_URL=redis_url):
         for n in range(101):
             ctx = call(agent, "get_customer", {"id": n})
-            ctx.velocity = await velocity.read(index, ctx, now_ms=1_000 + n)
+            ctx.velocity = await core_velocity.read(index, ctx, velocity.counters(), now_ms=1_000 + n)
             index.decide(ctx)
-            await velocity.enforce(index, ctx, now_ms=1_000 + n)
+            await core_velocity.enforce(index, ctx, velocity.counters(), now_ms=1_000 + n)
         assert ctx.velocity["velocity[0]"] == 100
         assert (ctx.decision, ctx.reason, ctx.rules) == (
             "deny", "Rate limit exceeded -- possible data enumeration", ["velocity[0]"])
@@ -113,7 +116,7 @@ async def test_it_escalates_when_the_rule_says_so():
         first, second = call(agent, "process_refund"), call(agent, "process_refund")
         for ctx in (first, second):
             index.decide(ctx)
-            await velocity.enforce(index, ctx, now_ms=50)
+            await core_velocity.enforce(index, ctx, velocity.counters(), now_ms=50)
     assert first.decision == "allow"
     assert second.decision == "escalate"
     assert second.rules == ["velocity[0]"]
@@ -125,15 +128,15 @@ async def test_it_fails_closed_when_redis_is_unreachable():
     index = seed_index()
     with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
         limited = call(ANALYTICS, "get_customer", {"id": 1})
-        with pytest.raises(velocity.VelocityUnavailable):
-            await velocity.read(index, limited)
+        with pytest.raises(core_velocity.VelocityUnavailable):
+            await core_velocity.read(index, limited, velocity.counters())
         index.decide(limited)
-        await velocity.enforce(index, limited)
-        assert (limited.decision, limited.reason) == ("deny", velocity.UNAVAILABLE)
+        await core_velocity.enforce(index, limited, velocity.counters())
+        assert (limited.decision, limited.reason) == ("deny", core_velocity.UNAVAILABLE)
         assert limited.rules == ["velocity[0]"]
         unlimited = call(SUPPORT, "get_customer", {"id": 1})  # no velocity rule applies
         index.decide(unlimited)
-        await velocity.enforce(index, unlimited)
+        await core_velocity.enforce(index, unlimited, velocity.counters())
         assert unlimited.decision == "allow"
 
 
@@ -206,7 +209,7 @@ def test_it_agrees_with_the_obvious_sliding_window_in_redis(times, window_ms, li
 
 
 async def test_it_counts_todays_calls_for_the_risk_model():
-    from policies_app import packs
+    from policies_app.core import packs
 
     index = rules.compile({"policies": [{"intent": "*", "decision": "allow"}], "velocity_rules": []})
     agent = SUPPORT.__class__(**{**SUPPORT.__dict__, "name": f"support-{uuid.uuid4().hex[:8]}"})
@@ -214,11 +217,11 @@ async def test_it_counts_todays_calls_for_the_risk_model():
         factors = []
         for n in range(10):
             ctx = call(agent, "process_refund", {"amount": 5})
-            ctx.velocity = await velocity.read(index, ctx, now_ms=86_400_000 + n)
+            ctx.velocity = await core_velocity.read(index, ctx, velocity.counters(), now_ms=86_400_000 + n)
             ctx.risk = packs.score_risk("saas-ops", ctx)
             factors.append("many_refunds_today" in [f["name"] for f in ctx.risk.factors])
             index.decide(ctx)
-            await velocity.enforce(index, ctx, now_ms=86_400_000 + n)
+            await core_velocity.enforce(index, ctx, velocity.counters(), now_ms=86_400_000 + n)
     assert factors == [False] * 9 + [True]  # the 10th refund of the day
 
 
@@ -236,10 +239,10 @@ async def test_it_uncounts_a_call_the_policy_denies_after_reading_the_counts(red
         decisions = []
         for n, amount in enumerate([500, 5, 500, 5, 5]):
             ctx = call(agent, "process_refund", {"amount": amount})
-            ctx.velocity = await velocity.read(index, ctx, now_ms=10_000 + n)
+            ctx.velocity = await core_velocity.read(index, ctx, velocity.counters(), now_ms=10_000 + n)
             index.decide(ctx)
-            await velocity.enforce(index, ctx, now_ms=10_000 + n)
+            await core_velocity.enforce(index, ctx, velocity.counters(), now_ms=10_000 + n)
             decisions.append(ctx.decision)
-            await velocity.released()  # the uncounting is in the background
+            await background.drained()  # the uncounting is in the background
     assert decisions == ["deny", "allow", "deny", "allow", "deny"]
     assert ctx.velocity["velocity[0]"] == 2

@@ -74,9 +74,10 @@ def agent_names() -> dict[str, str]:
 def set_up_world(upstream: Upstream, *, max_reads: int, approval_timeout: str) -> tuple[dict[str, str], str]:
     from django.contrib.auth.models import User
 
-    from gateway import actions
-    from gateway.models import Agent
+    from dashboard import actions as people
+    from policies_app import actions
     from policies_app.actions import apply_config
+    from policies_app.models import Agent
 
     names = agent_names()
     apply_config(CONFIG.format(upstream=upstream.url, max_reads=max_reads, approval_timeout=approval_timeout, **names),
@@ -84,7 +85,7 @@ def set_up_world(upstream: Upstream, *, max_reads: int, approval_timeout: str) -
     keys = {role: actions.issue_key(acting_user="tests", agent=Agent.objects.get(name=name))[1]
             for role, name in names.items()}
     User.objects.filter(username="carol").update(is_active=True)
-    token = actions.issue_api_token(acting_user="tests", username="carol")
+    token = people.issue_api_token(acting_user="tests", username="carol")
     return keys, token
 
 

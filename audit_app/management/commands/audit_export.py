@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit_app import actions, exports
+from audit_app import actions, exports, queries
 from audit_app.queries import EntryFilter, FilterError
 
 
@@ -20,7 +20,7 @@ class Command(BaseCommand):
                             help="output file, or '-' for stdout; with several formats, a stem for OUT.<format>")
         parser.add_argument("--from", dest="from_", metavar="FROM", help="ISO 8601 time or date")
         parser.add_argument("--to", help="ISO 8601 time or date (a date includes the whole day)")
-        for name in ("agent", "intent", "decision", "server", "tool", "kind"):
+        for name in queries.FILTERS[2:]:  # after from and to
             parser.add_argument(f"--{name}")
         parser.add_argument("--no-seal", action="store_true", help="do not seal new entries before a bundle")
 
@@ -29,8 +29,7 @@ class Command(BaseCommand):
         unknown = [f for f in formats if f not in exports.FORMATS]
         if unknown or not formats:
             raise CommandError(f"unknown format {', '.join(unknown) or '(none)'}; choose from {', '.join(exports.FORMATS)}")
-        params = {"from": options["from_"], **{k: options[k] for k in ("to", "agent", "intent", "decision",
-                                                                        "server", "tool", "kind")}}
+        params = {"from": options["from_"], **{k: options[k] for k in queries.FILTERS[1:]}}
         try:
             flt = EntryFilter.from_params(params)
         except FilterError as exc:

@@ -13,9 +13,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import yaml
 from django.conf import settings
-from django.core.management import call_command, get_commands
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from gateway.demo.app import DEMO_PATH, DemoApplication
@@ -32,35 +31,10 @@ def render_config(upstream_url: str) -> str:
     return CONFIG_TEMPLATE.read_text().replace("${DEMO_UPSTREAM_URL}", upstream_url)
 
 
-def load_without_apply(text: str) -> None:
-    """Until the `apply` command exists: servers, agents and reviewers through gateway.actions."""
-    from gateway import actions
-
-    config = yaml.safe_load(text)
-    for server in config.get("servers", []):
-        credential = server.get("credential") or {}
-        actions.save_server(
-            acting_user=DEMO_ACTOR,
-            name=server["name"],
-            url=server.get("url", ""),
-            command=server.get("command", []),
-            credential_header=credential.get("header", ""),
-            credential=os.environ.get(credential.get("value_env", ""), credential.get("value")),
-            domain_pack=server.get("domain_pack", ""),
-            tool_intents=server.get("tools", {}),
-        )
-    for agent in config.get("agents", []):
-        actions.save_agent(acting_user=DEMO_ACTOR, name=agent["name"], owner=agent.get("owner", ""),
-                           roles=agent.get("roles", []), tool_scope=agent.get("tools", {}))
-    for reviewers in config.get("reviewers", []):
-        for user in reviewers["users"]:
-            actions.create_user(acting_user=DEMO_ACTOR, username=user, roles=[reviewers["role"]])
-
-
 def fresh_keys() -> dict[str, str]:
     """One new key per demo agent; the keys an earlier demo run printed stop working."""
-    from gateway import actions
-    from gateway.models import Agent, AgentKey
+    from policies_app import actions
+    from policies_app.models import Agent, AgentKey
 
     keys = {}
     for name in AGENTS:
@@ -72,17 +46,17 @@ def fresh_keys() -> dict[str, str]:
 
 
 def set_logins() -> dict[str, str]:
-    from gateway import actions
+    from dashboard import actions as people
 
     fixed = os.environ.get("INTENDED_DEMO_PASSWORD", "")
     passwords = {}
     for username, roles in LOGINS:
         passwords[username] = fixed or secrets.token_urlsafe(9)
-        actions.create_user(acting_user=DEMO_ACTOR, username=username, roles=roles, password=passwords[username])
+        people.create_user(acting_user=DEMO_ACTOR, username=username, roles=roles, password=passwords[username])
     return passwords
 
 
-def banner(base: str, upstream_url: str, keys: dict[str, str], passwords: dict[str, str], applied: bool) -> str:
+def banner(base: str, upstream_url: str, keys: dict[str, str], passwords: dict[str, str]) -> str:
     gateway_url = f"{base}/mcp/customer-ops"
     lines = [
         "",
@@ -103,9 +77,6 @@ def banner(base: str, upstream_url: str, keys: dict[str, str], passwords: dict[s
         "  Try it:",
         f"    .venv/bin/python -m gateway.demo.try_it {gateway_url} {keys['support-agent']}",
     ]
-    if not applied:
-        lines += ["", "  Note: policies and velocity rules load once `manage.py apply` exists; until then"
-                      " only servers, agents and reviewers are set up."]
     return "\n".join(lines + ["", "Press Ctrl-C to stop.", ""])
 
 
@@ -127,24 +98,21 @@ class Command(BaseCommand):
         os.environ["CUSTOMER_OPS_TOKEN"] = credential
         config_path = Path(settings.DATA_DIR) / "demo-customer-ops.yaml"
         config_path.write_text(render_config(upstream_url))
-        applied = "apply" in get_commands()
         try:
-            if applied:
-                call_command("apply", str(config_path), stdout=self.stdout)
-            else:
-                load_without_apply(config_path.read_text())
+            call_command("apply", str(config_path), stdout=self.stdout)
         except Exception as exc:
             raise CommandError(f"could not load the demo configuration: {exc}") from exc
         keys = fresh_keys()
         passwords = set_logins()
 
+        from gateway.lifespan import close_process_resources
         from intended.asgi import application
 
         beat = InProcessBeat()
-        app = DemoApplication(application, credential=credential, port=port)
+        app = DemoApplication(application, credential=credential, port=port, on_shutdown=close_process_resources)
         import uvicorn
 
         config = uvicorn.Config(app, **uvicorn_options(host=host, port=port, lifespan="on", access_log=False))
-        self.stdout.write(banner(base, upstream_url, keys, passwords, applied))
+        self.stdout.write(banner(base, upstream_url, keys, passwords))
         self.stdout.flush()
         asyncio.run(serve_with_beat(config, beat))

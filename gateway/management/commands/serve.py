@@ -54,7 +54,7 @@ class InProcessBeat:
         self._tasks = []
 
 
-def uvicorn_options(*, host: str, port: int, workers: int = 1, lifespan: str = "off",
+def uvicorn_options(*, host: str, port: int, workers: int = 1, lifespan: str = "on",
                     access_log: bool = True) -> dict[str, Any]:
     return dict(
         access_log=access_log,

@@ -6,8 +6,8 @@ from typing import Any
 import yaml
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway.snapshot import build_snapshot
 from policies_app.simulation import SimulationError, simulate
+from policies_app.snapshots import build_snapshot
 
 CASE_KEYS = {"name", "agent", "server", "tool", "arguments", "expect", "expect_rules"}
 

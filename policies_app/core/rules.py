@@ -8,7 +8,6 @@ can apply instead of all of them.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -16,14 +15,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.context import ALLOW, DENY, ESCALATE, AgentView, CallContext, Decision
-from policies_app.packs import measure
+from policies_app.core.context import (
+    ALLOW,
+    DENY,
+    ESCALATE,
+    AgentView,
+    CallContext,
+    Decision,
+    intent_glob_matches,
+)
+from policies_app.core.packs import measure
 
 SEVERITY: dict[str, int] = {ALLOW: 0, ESCALATE: 1, DENY: 2}
 DEFAULT_ESCALATION: dict[str, Any] = {
     "type": "single", "reviewers": ["role:admin"], "required": 1, "timeout_seconds": 300,
 }
-GLOB_CHARS = frozenset("*?[")
 CACHE_LIMIT = 50_000
 
 
@@ -47,8 +53,7 @@ def parse_duration(value: Any) -> int:
     raise ValueError(f"{value!r} is not a duration such as 60s, 5m, 1h or 1d")
 
 
-def glob_matches(pattern: str, intent: str) -> bool:
-    return fnmatch.fnmatchcase(intent, pattern)
+glob_matches = intent_glob_matches
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,7 @@ class VelocityRule:
 
 
 def _has_glob(intent: str) -> bool:
-    return not GLOB_CHARS.isdisjoint(intent)
+    return "*" in intent
 
 
 @dataclass
@@ -263,6 +268,9 @@ def cel_activation(ctx: CallContext, now: datetime | None = None) -> dict[str, A
         "attributes": ctx.attributes,
         "intent": ctx.intent,
         "tool": ctx.tool,
+        "operation": ctx.operation,
+        "subject": ctx.subject,
+        "user": {"sub": ctx.user},
         "server": ctx.server.name,
         "agent": {"name": ctx.agent.name, "roles": sorted(ctx.agent.roles), "owner": ctx.agent.owner},
         "risk": ctx.risk.as_dict(),
@@ -312,22 +320,3 @@ def compile(document: Mapping[str, Any], version: int = 0) -> PolicyIndex:  # no
 def velocity_key(raw: Mapping[str, Any]) -> str:
     identity = {k: raw.get(k) for k in ("name", "agent", "intent", "window", "max_calls")}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
-
-_loaded: dict[tuple[int, str], PolicyIndex] = {}
-
-
-def load_policy_index() -> PolicyIndex:
-    """The active policy version, compiled once per version in this process."""
-    from policies_app.models import PolicyVersion
-
-    active = PolicyVersion.active()
-    if active is None:
-        return PolicyIndex(version=0)
-    key = (active.number, json.dumps(active.document, sort_keys=True))
-    cached = _loaded.get(key)
-    if cached is None:
-        cached = compile(active.document, version=active.number)
-        _loaded.clear()
-        _loaded[key] = cached
-    return cached

@@ -18,9 +18,16 @@ from typing import Any
 
 import yaml
 
-from gateway.context import CallContext, Risk, ServerView
+from policies_app.core.context import (
+    CLIENT_REQUESTS,
+    CallContext,
+    Kind,
+    Risk,
+    ServerView,
+    first_match,
+)
 
-PACK_DIR = Path(__file__).resolve().parent / "packs"
+PACK_DIR = Path(__file__).resolve().parent.parent / "packs"
 DAILY_COUNT = "today"  # ctx.velocity key: the agent's admitted calls of this intent today (UTC)
 REDACTED = "[REDACTED]"
 EMAIL = re.compile(r"[^\s,;<>\"']+@[^\s,;<>\"']+")
@@ -53,6 +60,8 @@ class Pack:
     description: str = ""
     intents: Mapping[str, str] = field(default_factory=dict)
     tools: Mapping[str, str] = field(default_factory=dict)
+    resources: Mapping[str, str] = field(default_factory=dict)  # URI glob -> intent, first match wins
+    prompts: Mapping[str, str] = field(default_factory=dict)
     attributes: Mapping[str, Mapping[str, Mapping[str, list[str]]]] = field(default_factory=dict)
     risk: Mapping[str, RiskModel] = field(default_factory=dict)
     destructive_hint_add: int = 20
@@ -97,6 +106,8 @@ def parse_pack(raw: Mapping[str, Any]) -> Pack:
         description=raw.get("description", ""),
         intents={k: (v or {}).get("description", "") for k, v in (raw.get("intents") or {}).items()},
         tools=dict(raw.get("tools") or {}),
+        resources=dict(raw.get("resources") or {}),
+        prompts=dict(raw.get("prompts") or {}),
         attributes=raw.get("attributes") or {},
         risk=risk,
         destructive_hint_add=int(raw.get("destructive_hint_add", 20)),
@@ -121,12 +132,22 @@ def _risk_factor(raw: Mapping[str, Any]) -> RiskFactor:
 
 
 def resolve_intent(server: ServerView, tool: str) -> str:
-    """The server's own map first, then the pack's default, else mcp.<server>.<tool>."""
-    mapped = server.tool_intents.get(tool)
-    if mapped:
-        return mapped
-    pack_default = load(server.domain_pack).tools.get(tool)
-    return pack_default or f"mcp.{server.name}.{tool}"
+    """A tool's intent: the server's own map first, then the pack's default, else mcp.<server>.<tool>."""
+    return intent_for(server, "tool", tool)
+
+
+def intent_for(server: ServerView, kind: Kind, subject: str, operation: str = "") -> str:
+    """The intent of any governed subject: the server's map, then the pack's, then the default
+    of its kind (docs/POLICIES.md, "Every operation is governed")."""
+    pack = load(server.domain_pack)
+    if kind == "tool":
+        return server.tool_intents.get(subject) or pack.tools.get(subject) or f"mcp.{server.name}.{subject}"
+    if kind == "resource":
+        return first_match(server.resource_intents.items(), subject) \
+            or first_match(pack.resources.items(), subject) or f"mcp.{server.name}.resource.read"
+    if kind == "prompt":
+        return server.prompt_intents.get(subject) or pack.prompts.get(subject) or f"mcp.{server.name}.prompt.get"
+    return f"mcp.{server.name}.{CLIENT_REQUESTS[operation]}"
 
 
 # --- derived attributes --------------------------------------------------------------------

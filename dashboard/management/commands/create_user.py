@@ -4,7 +4,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway import actions
+from dashboard import actions
 
 
 class Command(BaseCommand):

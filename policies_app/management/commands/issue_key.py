@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway import actions
-from gateway.models import Agent
+from policies_app import actions
+from policies_app.models import Agent
 
 
 class Command(BaseCommand):

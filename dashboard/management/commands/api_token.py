@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway import actions
+from dashboard import actions
 
 
 class Command(BaseCommand):

@@ -14,8 +14,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from audit_app.actions import record_admin
-from gateway import credentials
-from gateway.models import Server
+from policies_app import credentials
+from policies_app.models import Server
 
 
 @transaction.atomic(durable=True)

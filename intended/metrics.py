@@ -2,8 +2,9 @@
 
 Counters and histograms are per process and updated on the hot path (a few dict lookups, no
 I/O). Values that belong to the whole deployment rather than to one process (approvals held,
-audit entries not sealed yet) are read from the database when /metrics is scraped, so every
-replica reports the same truth.
+audit entries not sealed yet, open audit chain alerts) are read from the database when
+/metrics is scraped, so every replica reports the same truth; the app that owns each one
+registers it with `register_gauge` in its AppConfig.ready(). This module imports no app.
 
 Several worker processes on one host (`uvicorn --workers N`, gunicorn) need
 PROMETHEUS_MULTIPROC_DIR: an empty directory, cleared before the workers start, where each
@@ -13,7 +14,6 @@ are scraped one by one and need nothing. See docs/DEPLOY.md.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -201,40 +201,24 @@ call_log = logging.getLogger("intended.gateway.calls")
 
 
 # --- values read at scrape time ---------------------------------------------------------------
+# Each app registers the gauges it owns from its AppConfig.ready() (approvals_app, audit_app):
+# this module imports no app, so the gateway's hot path never pulls the apps' models in here.
+
+GaugeRead = Callable[[], int | float | None]
+
+_DEPLOYMENT_GAUGES: dict[str, tuple[str, GaugeRead]] = {}
 
 
-def _held_approvals() -> int | None:
-    """Approvals waiting for a reviewer, across every replica."""
-    try:
-        from approvals_app import models as approvals
-    except ImportError:
-        return None
-    counter = getattr(approvals, "pending_count", None)
-    if callable(counter):
-        return int(counter())
-    approval = getattr(approvals, "Approval", None)
-    if approval is None:
-        return None
-    return approval.objects.filter(status="pending").count()
+def register_gauge(name: str, documentation: str, read: GaugeRead) -> None:
+    """A gauge of the whole deployment, read from the shared database when /metrics is scraped,
+    so every replica reports the same truth. `read` returns the value, or None to leave the
+    gauge out of this scrape. Registering a name again replaces it."""
+    _DEPLOYMENT_GAUGES[name] = (documentation, read)
 
 
-def _unsealed_entries() -> int | None:
-    """Audit entries not yet covered by a signed checkpoint."""
-    for module_name in ("audit_app.actions", "audit_app.sealing", "audit_app.models"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        counter = getattr(module, "unsealed_count", None)
-        if callable(counter):
-            return int(counter())
-    return None
-
-
-DEPLOYMENT_GAUGES: list[tuple[str, str, Callable[[], int | None]]] = [
-    ("intended_approvals_held", "Escalated calls waiting for a reviewer's decision.", _held_approvals),
-    ("intended_audit_unsealed_entries", "Audit entries not yet covered by a signed checkpoint.", _unsealed_entries),
-]
+def deployment_gauges() -> list[str]:
+    """The names registered so far (for tests and diagnostics)."""
+    return sorted(_DEPLOYMENT_GAUGES)
 
 
 class DeploymentCollector:
@@ -242,7 +226,7 @@ class DeploymentCollector:
     (and logged) rather than failing the whole scrape: /metrics is how one sees the outage."""
 
     def collect(self) -> Iterator[Metric]:
-        for name, documentation, read in DEPLOYMENT_GAUGES:
+        for name, (documentation, read) in sorted(_DEPLOYMENT_GAUGES.items()):
             try:
                 value = read()
             except Exception:

@@ -2,17 +2,19 @@
 
 `GET /api/approvals/?status=pending`, `GET /api/approvals/{id}/`,
 `POST /api/approvals/{id}/approve/` and `/deny/` with `{"comment": "..."}`: 403 for someone
-who may not decide it, 409 once it is decided or expired.
+who may see it but not decide it (the agent's owner, the requester), 409 once it is decided or
+expired. An approval the user may not see is answered exactly as one that does not exist (404),
+so that ids cannot be probed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
@@ -45,6 +47,14 @@ def _shown(approval: Approval, user: Any) -> dict[str, Any]:
     return actions.as_json(approval) | {"may_decide": actions.may_decide(user, approval)[0]}
 
 
+def _visible(user: Any, pk: str) -> Approval:
+    """The approval when this user may see it; otherwise the same 404 as for no approval."""
+    approval = Approval.objects.filter(pk=pk).first()
+    if approval is None or not actions.may_see(user, approval):
+        raise NotFound()
+    return approval
+
+
 class ApprovalViewSet(viewsets.ViewSet):
     lookup_value_regex = "[0-9]+"  # any other id is no approval (404), not a failed int() (500)
 
@@ -61,10 +71,7 @@ class ApprovalViewSet(viewsets.ViewSet):
 
     @extend_schema(responses=ApprovalSchema)
     def retrieve(self, request: Request, pk: str) -> Response:
-        approval = get_object_or_404(Approval, pk=pk)
-        if not actions.may_see(request.user, approval):
-            return Response({"detail": "Not found."}, status=404)
-        return Response(_shown(approval, request.user))
+        return Response(_shown(_visible(request.user, pk), request.user))
 
     @extend_schema(request=DecisionSerializer, responses=ApprovalSchema)
     @action(detail=True, methods=["post"])
@@ -77,7 +84,7 @@ class ApprovalViewSet(viewsets.ViewSet):
         return self._decide(request, pk, approve=False)
 
     def _decide(self, request: Request, pk: str, *, approve: bool) -> Response:
-        approval = get_object_or_404(Approval, pk=pk)
+        approval = _visible(request.user, pk)
         form = DecisionSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:

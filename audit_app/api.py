@@ -5,7 +5,8 @@ tool, kind; cursor-paginated (`page_size` up to 1000).
 `GET /api/audit/export/?format=jsonl|csv|ocsf|bundle&<filters>`: streamed.
 `GET /api/audit/verify/`: the stored chain checked end to end.
 `GET /api/audit/checkpoints/latest`: the latest signed checkpoint (`?format=note` for the note alone).
-Admins and auditors only.
+Admins and auditors only. A query parameter an endpoint does not know, or one given twice, is
+refused (400): a misspelt filter must not return the unfiltered trail.
 """
 
 from __future__ import annotations
@@ -69,7 +70,28 @@ FILTER_PARAMETERS = [
 ]
 
 
-def _filter(request: Request) -> queries.EntryFilter | Response:
+EVENTS_PARAMETERS = (*queries.FILTERS, "cursor", "page_size", "format")
+EXPORT_PARAMETERS = (*queries.FILTERS, "format")
+FORMAT_ONLY = ("format",)
+
+
+def _unknown_parameters(request: Request, known: tuple[str, ...]) -> Response | None:
+    params = request.query_params
+    unknown = [name for name in params if name not in known]
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        return Response({"detail": f"unknown query parameter{plural}: {', '.join(unknown)}"
+                                   f" (this endpoint takes {', '.join(known)})"}, status=400)
+    for name in params:
+        if len(params.getlist(name)) > 1:
+            return Response({"detail": f"{name} is given more than once"}, status=400)
+    return None
+
+
+def _filter(request: Request, known: tuple[str, ...]) -> queries.EntryFilter | Response:
+    refused = _unknown_parameters(request, known)
+    if refused is not None:
+        return refused
     try:
         return queries.EntryFilter.from_params(request.query_params)
     except queries.FilterError as exc:
@@ -80,7 +102,7 @@ def _filter(request: Request) -> queries.EntryFilter | Response:
 @api_view(["GET"])
 @permission_classes([IsAuditor])
 def events(request: Request) -> Response:
-    flt = _filter(request)
+    flt = _filter(request, EVENTS_PARAMETERS)
     if isinstance(flt, Response):
         return flt
     paginator = EntryCursor()
@@ -94,12 +116,12 @@ def events(request: Request) -> Response:
 @permission_classes([IsAuditor])
 @_format_is_ours
 def export(request: Request) -> Response | StreamingHttpResponse:
+    flt = _filter(request, EXPORT_PARAMETERS)
+    if isinstance(flt, Response):
+        return flt
     fmt = request.query_params.get("format", "jsonl")
     if fmt not in exports.FORMATS:
         return Response({"detail": f"format must be one of {', '.join(exports.FORMATS)}"}, status=400)
-    flt = _filter(request)
-    if isinstance(flt, Response):
-        return flt
     if fmt == "bundle":
         try:
             actions.seal()
@@ -116,6 +138,9 @@ def export(request: Request) -> Response | StreamingHttpResponse:
 @api_view(["GET"])
 @permission_classes([IsAuditor])
 def verify(request: Request) -> Response:
+    refused = _unknown_parameters(request, FORMAT_ONLY)
+    if refused is not None:
+        return refused
     result: dict[str, Any] = {"status": queries.chain_status()}
     try:
         report = queries.verify_stored_chain()
@@ -134,6 +159,9 @@ def verify(request: Request) -> Response:
 @permission_classes([IsAuditor])
 @_format_is_ours
 def latest_checkpoint(request: Request) -> Response | HttpResponse:
+    refused = _unknown_parameters(request, FORMAT_ONLY)
+    if refused is not None:
+        return refused
     row = queries.latest_checkpoint()
     if row is None:
         return Response({"detail": "nothing is sealed yet"}, status=404)

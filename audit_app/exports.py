@@ -86,7 +86,7 @@ def ocsf_event(data: dict[str, Any]) -> dict[str, Any]:
     activity_id = ACTIVITY_IDS.get(kind, 0)
     decision = data.get("decision")
     outcome = data.get("outcome") or {}
-    failed = decision == "deny" or outcome.get("status") in ("error", "timeout")
+    failed = decision == "deny" or outcome.get("status") in ("error", "timeout", "cancelled")
     moment = datetime.fromisoformat(str(data["time"]).replace("Z", "+00:00"))
     event: dict[str, Any] = {
         "category_uid": 6,

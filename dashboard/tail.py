@@ -1,7 +1,9 @@
 """The live audit tail: a websocket that pushes each new audit entry to a signed-in auditor.
 
 It follows the table itself (every half second, from the highest sequence number it has sent), so it works
-the same on every replica and needs nothing from the code that writes the entries.
+the same on every replica and needs nothing from the code that writes the entries. Before each batch it
+sends, and every few seconds while idle, it reads its user again (intended.accounts.current_user): once
+they are no longer an auditor or admin, their account is disabled or their session ended, it closes (4403).
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from dashboard import roles
 from dashboard.backends import entry_record
+from intended.accounts import current_user
 
 POLL_SECONDS = 0.5
+RECHECK_SECONDS = 2.0  # while idle: how soon a socket closes after its user lost the right to it
 BATCH = 50
+NOT_ALLOWED = 4403
 
 
 def entry_summary(entry: Any) -> dict[str, Any]:
@@ -42,12 +47,16 @@ def latest_seq() -> int:
     return -1 if latest is None else latest
 
 
+def may_follow(scope: dict[str, Any]) -> bool:
+    return roles.is_auditor(current_user(scope))
+
+
 class AuditTailConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         allowed = await database_sync_to_async(roles.is_auditor)(user)
         if not allowed:
-            await self.close(code=4403)
+            await self.close(code=NOT_ALLOWED)
             return
         # Read where the trail ends before accepting: anything written after the accept is sent.
         last = await database_sync_to_async(latest_seq)()
@@ -62,8 +71,15 @@ class AuditTailConsumer(AsyncJsonWebsocketConsumer):
                 await follower
 
     async def follow(self, last: int) -> None:
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         while True:
             rows = await database_sync_to_async(entries_after)(last)
+            if rows or loop.time() - checked >= RECHECK_SECONDS:
+                if not await database_sync_to_async(may_follow)(self.scope):
+                    await self.close(code=NOT_ALLOWED)
+                    return
+                checked = loop.time()
             for seq, summary in rows:
                 last = seq
                 await self.send_json(summary)

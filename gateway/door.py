@@ -1,6 +1,7 @@
 """The checks at the door of /mcp/<server>, in the contract's order: who is calling (401),
-from where (Host and Origin, 403), may they use this server (403). Pure functions over the
-request headers and the configuration snapshot: no database query per call.
+is every checked header there once (400), from where (Host and Origin, 403), may they use
+this server (403). Pure functions over the request headers and the configuration snapshot:
+no database query per call.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -70,6 +72,48 @@ def authenticate(snap: Snapshot, authorization: str | None) -> tuple[AgentView, 
     if agent is None or not agent.enabled:
         return unauthorized(f"Unauthorized: agent {key.agent} is disabled")
     return agent, key
+
+
+# Headers the gateway checks or the upstream routes on. Each must come once: with two copies
+# the gateway and the upstream could each read a different one (a server reads the first, a
+# dict of headers keeps the last), so the gateway would check one session and forward another.
+SINGLE_HEADERS = {
+    "authorization": "Authorization", "host": "Host", "origin": "Origin",
+    "content-length": "Content-Length", "content-type": "Content-Type",
+    "mcp-session-id": "Mcp-Session-Id", "mcp-protocol-version": "MCP-Protocol-Version",
+    "mcp-method": "Mcp-Method", "mcp-name": "Mcp-Name",
+}
+SINGLE_PREFIX = "mcp-"  # every Mcp-* header, Mcp-Param-* included
+
+
+def repeated_headers(names: Iterable[str]) -> list[str]:
+    """The lowercase names of single headers that come more than once, in order of repetition."""
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for name in names:
+        if name in seen and name not in repeated and (name in SINGLE_HEADERS or name.startswith(SINGLE_PREFIX)):
+            repeated.append(name)
+        seen.add(name)
+    return repeated
+
+
+def header_display_name(name: str) -> str:
+    return SINGLE_HEADERS.get(name) or "-".join(part.capitalize() for part in name.split("-"))
+
+
+def check_single_credential(repeated: list[str]) -> Refusal | None:
+    """Two Authorization headers are no credential: which key would be meant? A 401, like any
+    other credential the gateway cannot use (authentication answers first)."""
+    if "authorization" in repeated:
+        return unauthorized("Unauthorized: send exactly one Authorization header")
+    return None
+
+
+def check_single_headers(repeated: list[str]) -> Refusal | None:
+    if not repeated:
+        return None
+    return Refusal(400, jsonrpc.INVALID_REQUEST,
+                   f"Invalid Request: the {header_display_name(repeated[0])} header is repeated")
 
 
 def host_allowed(host: str | None, allowed_hosts: list[str]) -> bool:

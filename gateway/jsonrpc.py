@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -231,9 +232,21 @@ class SseEvent:
         return self.event in ("", "message") and bool(self.data)
 
 
+# SSE lines end at CRLF, LF or CR only (not at U+2028 and the other breaks str.splitlines knows:
+# a client would read such a line whole, so the gateway must too).
+SSE_LINE_END = re.compile(r"\r\n|\r|\n")
+SSE_EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")  # a line end, then an empty line
+UTF8_BOM = b"\xef\xbb\xbf"
+MAX_SSE_EVENT_BYTES = 16 * 1024 * 1024
+
+
+class SseEventTooLarge(ValueError):
+    pass
+
+
 def parse_sse_event(raw: bytes) -> SseEvent:
     event, data_lines, event_id = "", [], None
-    for line in raw.decode("utf-8", errors="replace").splitlines():
+    for line in SSE_LINE_END.split(raw.decode("utf-8", errors="replace")):
         if not line or line.startswith(":"):
             continue
         field, _, value = line.partition(":")
@@ -249,16 +262,26 @@ def parse_sse_event(raw: bytes) -> SseEvent:
 
 
 class SseSplitter:
-    """Cuts a byte stream into whole SSE events (each with its exact bytes)."""
+    """Cuts a byte stream into whole SSE events (each with its exact bytes), where a client
+    would: an event ends at any blank line (CRLF, LF or CR in any mix), a UTF-8 BOM at the start
+    of the stream is not part of the first line. An event larger than MAX_SSE_EVENT_BYTES is
+    refused (SseEventTooLarge) rather than buffered without end."""
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._started = False
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         self._buffer += chunk
+        if not self._started and len(self._buffer) >= len(UTF8_BOM):
+            self._started = True
+            if self._buffer.startswith(UTF8_BOM):
+                self._buffer = self._buffer[len(UTF8_BOM):]
         while True:
             end = _event_end(self._buffer)
             if end < 0:
+                if len(self._buffer) > MAX_SSE_EVENT_BYTES:
+                    raise SseEventTooLarge(f"an SSE event over {MAX_SSE_EVENT_BYTES} bytes")
                 return
             raw, self._buffer = self._buffer[:end], self._buffer[end:]
             yield raw
@@ -269,12 +292,8 @@ class SseSplitter:
 
 
 def _event_end(buffer: bytes) -> int:
-    best = -1
-    for sep in (b"\r\n\r\n", b"\n\n", b"\r\r"):
-        at = buffer.find(sep)
-        if at >= 0 and (best < 0 or at + len(sep) < best):
-            best = at + len(sep)
-    return best
+    found = SSE_EVENT_END.search(buffer)
+    return found.end() if found is not None else -1
 
 
 def sse_message(payload: bytes) -> bytes:

@@ -14,8 +14,11 @@ from intended import background
 log = logging.getLogger("intended.gateway")
 
 
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
 async def close_process_resources() -> None:
-    await background.drained()
+    await background.drained(timeout=SHUTDOWN_GRACE_SECONDS)
     await upstream.close_all()
     close_direct_connection()
 

@@ -10,15 +10,17 @@ results, which are filtered to the agent's tools.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from audit_app import actions as audit
@@ -33,7 +35,7 @@ from gateway.upstream import (
     UpstreamTimeout,
     upstream_for,
 )
-from intended import metrics
+from intended import background, metrics
 from policies_app import pinning, velocity
 from policies_app.core import records
 from policies_app.core.context import (
@@ -52,7 +54,7 @@ from policies_app.core.context import (
 )
 from policies_app.core.ports import Ports
 from policies_app.core.snapshot import Snapshot
-from policies_app.core.stages import UnknownSubject, decide
+from policies_app.core.stages import InvalidArguments, UnknownSubject, decide
 from policies_app.snapshots import snapshots
 
 log = logging.getLogger("intended.gateway")
@@ -93,20 +95,25 @@ class AgentResponse:
     started: bool = False
     sse: bool = False
     finished: bool = False
+    gone: bool = False  # the agent went away: a call that outlives it sends nothing more
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.started = True
         self.sse = any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers)
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def chunk(self, data: bytes) -> None:
         if data:
-            await self.send({"type": "http.response.body", "body": data, "more_body": True})
+            await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def end(self, data: bytes = b"") -> None:
         if not self.finished:
             self.finished = True
-            await self.send({"type": "http.response.body", "body": data, "more_body": False})
+            await self._send({"type": "http.response.body", "body": data, "more_body": False})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if not self.gone:
+            await self.send(message)
 
     async def answer(self, payload: bytes, status: int = 200,
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -119,6 +126,15 @@ class AgentResponse:
         await self.start(status, [*JSON_HEADERS, *(headers or []),
                                   (b"content-length", str(len(payload)).encode())])
         await self.end(payload)
+
+
+def combined(raw: list[tuple[str, str]]) -> dict[str, str]:
+    """One value per header name: repeated lines joined with ", " (RFC 9110, 5.3), so that the
+    gateway reads, and forwards, the value a combining server would read."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 @dataclass
@@ -135,7 +151,7 @@ class Request:
         raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
         route = scope.get("url_route", {}).get("kwargs", {})
         server = route.get("server") or scope["path"].rstrip("/").rsplit("/", 1)[-1]
-        return cls(scope=scope, server_name=server, method=scope["method"], headers=dict(raw), raw_headers=raw)
+        return cls(scope=scope, server_name=server, method=scope["method"], headers=combined(raw), raw_headers=raw)
 
     @property
     def client_addr(self) -> str:
@@ -143,7 +159,8 @@ class Request:
         return client[0] if client else ""
 
     def upstream_headers(self) -> list[tuple[str, str]]:
-        return [(k, v) for k, v in self.raw_headers
+        """One value each, the one the gateway read (the door refused repeated single headers)."""
+        return [(k, v) for k, v in self.headers.items()
                 if k in FORWARDED_HEADERS or k.startswith(FORWARDED_PREFIXES)]
 
     def accepts_sse(self) -> bool:
@@ -162,7 +179,9 @@ class Exchange:
     session_id: str | None
     message: Message | None = None
     era: str = "legacy"
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # What a governed call is doing now may be cut short if the agent goes away (holding it;
+    # forwarding it in the 2026-07-28 era, where a closed stream is the cancellation).
+    cancel_when_gone: bool = False
 
 
 # --- the app --------------------------------------------------------------------------------
@@ -215,11 +234,18 @@ class GatewayApp:
             await run_until_disconnect(receive, response, self._delete(exchange))
 
     async def _door(self, request: Request, snap: Snapshot) -> tuple[AgentView, ServerView, str | None] | door.Refusal:
+        repeated = door.repeated_headers(name for name, _ in request.raw_headers)
+        refusal = door.check_single_credential(repeated)
+        if refusal is not None:
+            return refusal
         authenticated = door.authenticate(snap, request.headers.get("authorization"))
         if isinstance(authenticated, door.Refusal):
             return authenticated
         agent, key = authenticated
         door.key_usage.seen(key)
+        refusal = door.check_single_headers(repeated)
+        if refusal is not None:
+            return refusal
         refusal = door.check_origin_and_host(request.headers.get("host"), request.headers.get("origin"),
                                              settings.ALLOWED_HOSTS, settings.CSRF_TRUSTED_ORIGINS)
         if refusal is not None:
@@ -258,6 +284,12 @@ class GatewayApp:
                 400, jsonrpc.HEADER_MISMATCH,
                 f"Header mismatch: {mismatch} does not match the request body", request_id=message.id))
             return
+        if message.kind == "notification" and not message.method.startswith("notifications/"):
+            # A request without an id would be forwarded undecided; a generic JSON-RPC server
+            # executes it all the same.
+            await refuse(ex.response, door.Refusal(
+                400, jsonrpc.INVALID_REQUEST, f"Invalid Request: {message.method} needs an id"))
+            return
         if message.kind == "request":
             if message.method == TOOL_CALL:
                 await self._tools_call(ex, message)
@@ -277,16 +309,12 @@ class GatewayApp:
     async def _task_is_theirs(self, ex: Exchange, message: Message) -> bool:
         task_id = message.params.get("taskId")
         if not isinstance(task_id, str):
-            return True  # malformed: the upstream answers it
+            return False  # malformed: no task of this agent's has that id
         return await bindings.owner(ex.server.name, "task", task_id) == ex.agent.name
 
     def _message_hook(self, ex: Exchange, message: Message) -> MessageHook:
         """Every answer is watched: the server's own requests and notifications may come on
-        any stream; list results are filtered to the agent's scope."""
-        if message.kind == "request" and message.method in LIST_FILTERS:
-            return ListFilter(ex, message.id, message.method)
-        if message.kind == "request" and message.method == "tasks/list":
-            return TasksListFilter(ex, message.id)
+        any stream, and every listing is filtered to the agent's scope."""
         return MessageHook(ex)
 
     async def _tools_call(self, ex: Exchange, message: Message) -> None:
@@ -311,19 +339,47 @@ class GatewayApp:
             from gateway.catalog import pin_unseen_tool
 
             await pin_unseen_tool(ex.snap, ex.agent, ex.server, tool, ex.era)
-        if not await self._decided(ex, message, ctx):
-            return
-        await self._forward(ex, hook=OperationOutcome(ex, message.id, ctx), call_deadline=ex.server.timeout)
+        await self._run_governed(ex, message, ctx)
 
     async def _governed(self, ex: Exchange, message: Message) -> None:
         """resources/read, resources/subscribe, resources/unsubscribe, prompts/get and
         completion/complete: scoped, decided, audited and held like a tool call."""
         ctx = governed_context(ex, message)
         if ctx is None:
-            await self._protocol_error(ex, message, jsonrpc.INVALID_PARAMS,
-                                       f"Invalid params: {message.method} needs {SUBJECT_PARAMS[message.method]}")
+            await self._protocol_error(
+            ex, message, jsonrpc.INVALID_PARAMS,
+            f"Invalid params: {message.method} needs {SUBJECT_PARAMS[message.method]} of at most "
+            f"{MAX_SUBJECT_CHARS} characters, and JSON arguments")
             return
+        await self._run_governed(ex, message, ctx)
+
+    async def _run_governed(self, ex: Exchange, message: Message, ctx: CallContext) -> None:
+        """Decide, hold and forward the operation in a task of its own, so that the agent
+        going away cannot cut it short at a point that would leave its decision without a true
+        outcome. Once the agent is gone the call sends nothing more to it, and:
+        - still deciding: it is decided and audited; if allowed or escalated, it is never sent
+          and its outcome is `cancelled`;
+        - held for a reviewer: the hold ends (the approval stays pending), outcome `cancelled`;
+        - forwarded, legacy era: the upstream's answer is read to its end (bounded by the
+          server's timeout) and its true outcome recorded;
+        - forwarded, 2026-07-28 era: the upstream call is closed (the cancellation), outcome
+          `cancelled` unless the answer had already come back."""
+        call = asyncio.get_running_loop().create_task(self._govern(ex, message, ctx))
+        try:
+            await asyncio.shield(call)
+        except asyncio.CancelledError:
+            if not call.done():
+                ex.response.gone = True
+                if ex.cancel_when_gone:
+                    call.cancel()
+                background.spawn(outlive(call), what=f"call {ctx.call_id} after its agent went away")
+            raise
+
+    async def _govern(self, ex: Exchange, message: Message, ctx: CallContext) -> None:
         if not await self._decided(ex, message, ctx):
+            return
+        if ex.response.gone:
+            record_outcome(ctx, "cancelled", None, b"")  # allowed, never sent
             return
         await self._forward(ex, hook=OperationOutcome(ex, message.id, ctx), call_deadline=ex.server.timeout)
 
@@ -337,6 +393,10 @@ class GatewayApp:
             await audit_unknown_subject(ctx)
             code, text = not_found(ctx)
             await self._protocol_error(ex, message, code, text)
+            return False
+        except InvalidArguments as exc:
+            await audit_invalid_arguments(ctx, exc)
+            await self._protocol_error(ex, message, jsonrpc.INVALID_PARAMS, ctx.reason)
             return False
         audited = await audit_decision(ctx)
         metrics.call_decided(ctx, time.monotonic() - decision_started)
@@ -387,13 +447,19 @@ class GatewayApp:
         if ex.request.accepts_sse() and not ex.response.started:
             await ex.response.start(200, list(SSE_HEADERS))
             await ex.response.chunk(jsonrpc.SSE_KEEPALIVE)
+        ex.cancel_when_gone = True
         try:
+            if ex.response.gone:
+                raise AgentDisconnected()
             await hold(ctx, keepalive)
         except (asyncio.CancelledError, AgentDisconnected):
+            record_outcome(ctx, "cancelled", None, b"")  # held, never sent
             raise
         except Exception as exc:
             log.exception("approval hold failed for call %s", ctx.call_id)
             ctx.deny(f"Denied: the approval could not be completed ({type(exc).__name__})")
+        finally:
+            ex.cancel_when_gone = False
         if ctx.decision not in (ALLOW, DENY):
             ctx.deny("Denied: the approval ended without a decision")
 
@@ -417,6 +483,7 @@ class GatewayApp:
         started = time.monotonic()
         if hook is not None:
             hook.started = started
+        ex.cancel_when_gone = ex.era == "modern"  # else the answer is read to its end (_run_governed)
         upstream = upstream_for(ex.server)
         try:
             async with asyncio.timeout(call_deadline or None):
@@ -435,8 +502,8 @@ class GatewayApp:
         except UpstreamError as exc:
             await self._upstream_failed(ex, hook, jsonrpc.UPSTREAM_UNREACHABLE, str(exc), "error", started)
         except asyncio.CancelledError:
-            if hook is not None:  # the agent went away mid-call: the call still gets its outcome
-                await asyncio.shield(hook.failed("error", started))
+            if hook is not None:  # closed before its answer came back: the call still gets its outcome
+                await asyncio.shield(hook.failed("cancelled", started))
             raise
         return None
 
@@ -459,7 +526,24 @@ class GatewayApp:
     async def _bind_new_session(self, ex: Exchange, answer: UpstreamResponse) -> None:
         new_session = answer.header("mcp-session-id")
         if new_session and new_session != ex.session_id:
-            await bindings.bind(ex.server.name, "session", new_session, ex.agent.name)
+            owner = await bindings.bind(ex.server.name, "session", new_session, ex.agent.name)
+            if owner != ex.agent.name:
+                await session_taken(ex, new_session, owner)
+                raise UpstreamError(f"Upstream {ex.server.name} answered with a session that belongs to "
+                                    "another agent; the answer was withheld")
+
+
+async def session_taken(ex: Exchange, session: str, owner: str) -> None:
+    """The upstream handed this agent a session id another agent holds: logged and audited; the
+    binding keeps its owner and the answer never reaches this agent."""
+    log.warning("upstream %s answered agent %s with session %s, which belongs to agent %s: refused",
+                ex.server.name, ex.agent.name, session, owner)
+    try:
+        await database_sync_to_async(audit.record_session)(
+            "refused", agent=ex.agent.name, server=ex.server.name, session=session,
+            client=ex.request.client_addr, details={"reason": "session belongs to another agent", "owner": owner})
+    except Exception:
+        log.exception("could not audit the refused session of %s", ex.agent.name)
 
 
 def jsonrpc_status(code: int) -> int:
@@ -474,9 +558,13 @@ DROP = b""  # a hook's answer meaning: do not relay this message to the agent
 
 
 class MessageHook:
-    """Sees each JSON-RPC message the upstream sends back; may replace it (bytes), drop it
-    (DROP) or keep it (None). Every hook governs the server's own requests to the agent's
-    client and filters resource notifications; subclasses look at the answer itself.
+    """Sees each JSON-RPC message the upstream sends back and may replace it (bytes), drop it
+    (DROP) or keep it (None). Every message is parsed once, whole, before anything is decided
+    on it (no byte-substring shortcuts: a JSON escape would walk past them), and what cannot be
+    parsed as one JSON-RPC message is dropped: nothing unread reaches the agent. Every hook
+    governs the server's own requests to the agent's client, filters every listing it sees to
+    the agent's scope (whichever stream carries it) and resource notifications; subclasses look
+    at the answer to their own request.
 
     The upstream's messages are parsed with the fast json.loads: the duplicate-key check is
     for what agents send (the gateway decides on it), not for answers it relays."""
@@ -489,13 +577,25 @@ class MessageHook:
         self.ex = ex
 
     async def on_message(self, payload: bytes) -> bytes | None:
-        if b'"method"' in payload:
+        try:
             message = json.loads(payload)
-            if isinstance(message, dict) and isinstance(message.get("method"), str):
-                return await server_message(self.ex, message)
-        return await self.on_answer(payload)
+        except (ValueError, RecursionError):
+            log.warning("dropped an upstream message of %s that is not JSON", self.ex.server.name)
+            return DROP
+        if not isinstance(message, dict):  # a batch (or a bare value) from the server: never relayed
+            log.warning("dropped an upstream message of %s that is not one JSON-RPC object", self.ex.server.name)
+            return DROP
+        if "method" in message:
+            return await server_message(self.ex, message)
+        denied = await embedded_requests_denied(self.ex, message)
+        if denied is not None:
+            replacement = jsonrpc.dumps(denied)
+            await self.on_answer(denied, replacement)
+            return replacement
+        await self.on_answer(message, payload)
+        return await filter_listings(self.ex, message)
 
-    async def on_answer(self, payload: bytes) -> bytes | None:
+    async def on_answer(self, message: dict[str, Any], payload: bytes) -> None:
         return None
 
     async def finished(self, started: float) -> None:
@@ -505,84 +605,51 @@ class MessageHook:
         return None
 
 
-def _answer_to(payload: bytes, request_id: Any) -> dict[str, Any] | None:
-    """The upstream's answer to this request, parsed; None for anything else."""
-    message = json.loads(payload)
-    if not isinstance(message, dict) or "method" in message or message.get("id") != request_id:
-        return None
-    return message
+def same_id(a: Any, b: Any) -> bool:
+    """Is this the answer to that request? Ids compared as a client would (the TypeScript SDK
+    reads "7" as 7)."""
+    return a == b or (isinstance(a, str | int) and isinstance(b, str | int) and str(a) == str(b))
 
 
-# list method -> (the result's list key, the kind of subject it lists)
-LIST_FILTERS: dict[str, tuple[str, Kind]] = {
-    "tools/list": ("tools", "tool"),
-    "resources/list": ("resources", "resource"),
-    "resources/templates/list": ("resourceTemplates", "resource"),
-    "prompts/list": ("prompts", "prompt"),
+# The keys of a result that list things an agent's scope limits, with the kind they list.
+LISTINGS: dict[str, str] = {
+    "tools": "tools/list",
+    "resources": "resources/list",
+    "resourceTemplates": "resources/templates/list",
+    "prompts": "prompts/list",
 }
 
 
-class ListFilter(MessageHook):
-    """A listing keeps only what this agent's scope admits (and, for tools, what is pinned)."""
-
-    def __init__(self, ex: Exchange, request_id: Any, method: str) -> None:
-        super().__init__(ex)
-        self.request_id = request_id
-        self.method = method
-
-    async def on_answer(self, payload: bytes) -> bytes | None:
-        key, _ = LIST_FILTERS[self.method]
-        if f'"{key}"'.encode() not in payload:
-            return None
-        message = _answer_to(payload, self.request_id)
-        if message is None:
-            return None
-        return await filter_listing(self.ex, self.method, message)
-
-
-async def filter_listing(ex: Exchange, method: str, message: dict[str, Any]) -> bytes | None:
-    key, _ = LIST_FILTERS[method]
+async def filter_listings(ex: Exchange, message: dict[str, Any]) -> bytes | None:
+    """Any result that lists tools, resources, templates, prompts or tasks keeps only what this
+    agent may see; the message is re-serialized only when it holds a listing."""
     result = message.get("result")
-    if not isinstance(result, dict) or not isinstance(result.get(key), list):
+    if not isinstance(result, dict):
         return None
-    items = [item for item in result[key] if isinstance(item, dict)]
+    present = [key for key in LISTINGS if isinstance(result.get(key), list)]
+    tasks = isinstance(result.get("tasks"), list)
+    if not present and not tasks:
+        return None
     server, agent = ex.server.name, ex.agent
-    if method == "tools/list":
-        result[key] = await pinning.filter_tools(ex.snap, agent, ex.server, items)
-    elif method == "resources/list":
-        result[key] = [r for r in items if isinstance(r.get("uri"), str) and agent.may_read(server, r["uri"])]
-    elif method == "resources/templates/list":
-        result[key] = [t for t in items
-                       if isinstance(t.get("uriTemplate"), str) and agent.may_see_template(server, t["uriTemplate"])]
-    else:
-        result[key] = [p for p in items if isinstance(p.get("name"), str) and agent.may_use_prompt(server, p["name"])]
-    return jsonrpc.dumps(message)
-
-
-class TasksListFilter(MessageHook):
-    """A tasks/list result keeps only the tasks this agent's own calls created."""
-
-    def __init__(self, ex: Exchange, request_id: Any) -> None:
-        super().__init__(ex)
-        self.request_id = request_id
-
-    async def on_answer(self, payload: bytes) -> bytes | None:
-        if b'"tasks"' not in payload:
-            return None
-        message = _answer_to(payload, self.request_id)
-        if message is None:
-            return None
-        result = message.get("result")
-        if not isinstance(result, dict) or not isinstance(result.get("tasks"), list):
-            return None
+    for key in present:
+        items = [item for item in result[key] if isinstance(item, dict)]
+        if key == "tools":
+            result[key] = await pinning.filter_tools(ex.snap, agent, ex.server, items)
+        elif key == "resources":
+            result[key] = [r for r in items if isinstance(r.get("uri"), str) and agent.may_read(server, r["uri"])]
+        elif key == "resourceTemplates":
+            result[key] = [t for t in items if isinstance(t.get("uriTemplate"), str)
+                           and agent.may_see_template(server, t["uriTemplate"])]
+        else:
+            result[key] = [p for p in items if isinstance(p.get("name"), str) and agent.may_use_prompt(server, p["name"])]
+    if tasks:
         kept = []
         for task in result["tasks"]:
             task_id = task.get("taskId") if isinstance(task, dict) else None
-            if isinstance(task_id, str) and \
-                    await bindings.owner(self.ex.server.name, "task", task_id) == self.ex.agent.name:
+            if isinstance(task_id, str) and await bindings.owner(server, "task", task_id) == agent.name:
                 kept.append(task)
         result["tasks"] = kept
-        return jsonrpc.dumps(message)
+    return jsonrpc.dumps(message)
 
 
 class OperationOutcome(MessageHook):
@@ -594,19 +661,17 @@ class OperationOutcome(MessageHook):
         self.ctx = ctx
         self.recorded = False
 
-    async def on_answer(self, payload: bytes) -> bytes | None:
-        if self.recorded or (b'"result"' not in payload and b'"error"' not in payload):
-            return None
-        message = _answer_to(payload, self.request_id)
-        if message is None:
-            return None
+    async def on_answer(self, message: dict[str, Any], payload: bytes) -> None:
+        if self.recorded or not same_id(message.get("id"), self.request_id):
+            return
+        if "result" not in message and "error" not in message:
+            return
         self.recorded = True
         result = message.get("result")
         task = result.get("task") if isinstance(result, dict) else None
         if isinstance(task, dict) and isinstance(task.get("taskId"), str):
             await bindings.bind(self.ex.server.name, "task", task["taskId"], self.ex.agent.name)
         record_outcome(self.ctx, "error" if answer_failed(message) else "ok", self.started, payload)
-        return None
 
     @property
     def resumable(self) -> bool:
@@ -641,25 +706,18 @@ def remember_pending(key: tuple[str, str | None, str], ctx: CallContext) -> None
 
 
 class StreamHook(MessageHook):
-    """On a GET stream (standalone, or resumed with Last-Event-ID): a listing is filtered, and
-    the result of a call decided earlier gets its outcome entry."""
+    """On a GET stream (standalone, or resumed with Last-Event-ID): the result of a call decided
+    earlier gets its outcome entry (listings are filtered by every hook)."""
 
-    async def on_answer(self, payload: bytes) -> bytes | None:
-        if b'"result"' not in payload and b'"error"' not in payload:
-            return None
-        message = json.loads(payload)
-        if not isinstance(message, dict) or "method" in message:
-            return None
-        ctx = pending_calls.pop((self.ex.server.name, self.ex.session_id, jsonrpc.id_key(message.get("id"))), None)
+    async def on_answer(self, message: dict[str, Any], payload: bytes) -> None:
+        if "result" not in message and "error" not in message:
+            return
+        request_id = message.get("id")
+        if not isinstance(request_id, str | int):
+            return
+        ctx = pending_calls.pop((self.ex.server.name, self.ex.session_id, jsonrpc.id_key(request_id)), None)
         if ctx is not None:
             record_outcome(ctx, "error" if answer_failed(message) else "ok", None, payload)
-            return None
-        result = message.get("result")
-        if isinstance(result, dict):
-            for method, (key, _) in LIST_FILTERS.items():
-                if isinstance(result.get(key), list):
-                    return await filter_listing(self.ex, method, message)
-        return None
 
 
 # --- the server's own messages to the agent ----------------------------------------------------
@@ -676,28 +734,63 @@ async def server_message(ex: Exchange, message: dict[str, Any]) -> bytes | None:
     if method == "notifications/resources/updated":
         uri = params.get("uri")
         return None if isinstance(uri, str) and ex.agent.may_read(ex.server.name, uri) else DROP
-    if method not in CLIENT_REQUESTS or "id" not in message:
+    if "id" not in message:
+        # Only notifications travel without an id; a request shaped as one reaches nobody.
+        return None if isinstance(method, str) and method.startswith("notifications/") else DROP
+    if method not in CLIENT_REQUESTS:
         return None
-    ctx = CallContext(agent=ex.agent, server=ex.server, subject=method, arguments=dict(params),
-                      args_sha256=_sha256_or_empty(params), operation=method, era=ex.era,  # type: ignore[arg-type]
-                      session_id=ex.session_id, client_addr=ex.request.client_addr)
-    decision_started = time.monotonic()
-    await decide(ctx, ex.snap, ports())
-    if ctx.decision == ESCALATE:  # nobody can hold the server's request open for a reviewer
-        ctx.deny(f"{ctx.reason} (escalation counts as a denial for the server's requests)")
-    audited = await audit_decision(ctx)
-    metrics.call_decided(ctx, time.monotonic() - decision_started)
-    if audited and ctx.decision == ALLOW:
+    ctx = await decide_client_request(ex, method, params)
+    if ctx.decision == ALLOW:
         remember_client_request(ex, message["id"], ctx)
         return None
     await answer_server(ex, jsonrpc.error_body(message["id"], jsonrpc.DENIED, denial_text(ctx), denial_meta(ctx)))
     return DROP
 
 
+async def decide_client_request(ex: Exchange, method: str, params: dict[str, Any]) -> CallContext:
+    """Decide and audit one request of the server to the agent's client (escalate counts as
+    deny: nobody can hold the server's request open for a reviewer)."""
+    ctx = CallContext(agent=ex.agent, server=ex.server, subject=method, arguments=dict(params),
+                      args_sha256=_sha256_or_empty(params), operation=method, era=ex.era,  # type: ignore[arg-type]
+                      session_id=ex.session_id, client_addr=ex.request.client_addr)
+    decision_started = time.monotonic()
+    await decide(ctx, ex.snap, ports())
+    if ctx.decision == ESCALATE:
+        ctx.deny(f"{ctx.reason} (escalation counts as a denial for the server's requests)")
+    await audit_decision(ctx)  # a decision it cannot audit is a denial
+    metrics.call_decided(ctx, time.monotonic() - decision_started)
+    return ctx
+
+
+async def embedded_requests_denied(ex: Exchange, message: dict[str, Any]) -> dict[str, Any] | None:
+    """2026-07-28: the server asks the client inside an `input_required` result (MRTR). Each
+    embedded request is decided like a standalone one; if any is denied, the agent gets the
+    denial as the answer to its request instead of the result (the server's requests are not
+    relayed). None when every one is allowed, or there are none."""
+    result = message.get("result")
+    if not isinstance(result, dict) or result.get("resultType") != "input_required":
+        return None
+    requests = result.get("inputRequests")
+    if not isinstance(requests, dict):
+        return None
+    for request in requests.values():
+        method = request.get("method") if isinstance(request, dict) else None
+        if method not in CLIENT_REQUESTS:
+            return {"jsonrpc": "2.0", "id": message.get("id"), "error": {
+                "code": jsonrpc.DENIED, "message": "Denied: the server asked the client for something it cannot "
+                                                   "ask (an input request of no known method)"}}
+        params = request.get("params") if isinstance(request.get("params"), dict) else {}
+        ctx = await decide_client_request(ex, method, params)
+        if ctx.decision != ALLOW:
+            return {"jsonrpc": "2.0", "id": message.get("id"), "error": {
+                "code": jsonrpc.DENIED, "message": denial_text(ctx), "data": denial_meta(ctx)}}
+    return None
+
+
 def _sha256_or_empty(value: Any) -> str:
     try:
         return canonical_sha256(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
 
 
@@ -739,8 +832,9 @@ async def relay(ex: Exchange, answer: UpstreamResponse, hook: MessageHook | None
     if answer.status in (401, 403, 407):
         raise UpstreamError(f"Upstream {ex.server.name} refused the gateway's credential (HTTP {answer.status})")
     content_type = answer.header("content-type") or ""
-    is_sse = content_type.startswith("text/event-stream")
-    is_json = content_type.startswith("application/json")
+    media_type = content_type.split(";")[0].strip().lower()  # compared as a client would
+    is_sse = media_type == "text/event-stream"
+    is_json = media_type == "application/json"
     if response.started:
         await relay_into_committed_sse(ex, answer, hook, is_sse)
         return
@@ -763,7 +857,11 @@ async def relay(ex: Exchange, answer: UpstreamResponse, hook: MessageHook | None
         payload = b"".join([chunk async for chunk in answer.body])
         replaced = await offer_message(hook, payload) if payload else None
         expect_call_answered(ex, answer, hook, content_type)
-        body = replaced if replaced else payload
+        if replaced == DROP:  # nothing of it may reach the agent: accepted, with no body
+            await response.start(202, [(k, v) for k, v in headers if k != b"content-type"])
+            await response.end()
+            return
+        body = payload if replaced is None else replaced
         await response.start(answer.status, [*headers, (b"content-length", str(len(body)).encode())])
         await response.end(body)
     else:
@@ -791,15 +889,13 @@ async def relay_into_committed_sse(ex: Exchange, answer: UpstreamResponse, hook:
                                          f"Upstream {ex.server.name} answered HTTP {answer.status}")
         replaced = await offer_message(hook, payload) if hook is not None else None
         expect_call_answered(ex, answer, hook, answer.header("content-type") or "")
-        await ex.response.chunk(jsonrpc.sse_message(replaced if replaced else payload))
+        if replaced != DROP:
+            await ex.response.chunk(jsonrpc.sse_message(payload if replaced is None else replaced))
     await ex.response.end()
 
 
 async def offer_message(hook: MessageHook, payload: bytes) -> bytes | None:
-    try:
-        return await hook.on_message(payload)
-    except ValueError:
-        return None  # not JSON: not a message the hook acts on
+    return await hook.on_message(payload)
 
 
 def expect_call_answered(ex: Exchange, answer: UpstreamResponse, hook: MessageHook | None,
@@ -826,9 +922,12 @@ async def pump_sse(answer: UpstreamResponse, hook: MessageHook | None,
             await emit(chunk)
         return
     splitter = jsonrpc.SseSplitter()
-    async for chunk in answer.body:
-        for raw in splitter.feed(chunk):
-            await emit(await rewrite_event(raw, hook))
+    try:
+        async for chunk in answer.body:
+            for raw in splitter.feed(chunk):
+                await emit(await rewrite_event(raw, hook))
+    except jsonrpc.SseEventTooLarge as exc:
+        raise UpstreamError(f"Upstream sent {exc}") from exc
     rest = splitter.rest()
     if rest:
         event = jsonrpc.parse_sse_event(rest)
@@ -852,10 +951,7 @@ async def rewrite_event(raw: bytes, hook: MessageHook) -> bytes:
         hook.last_event_id = event.id
     if not event.is_message:
         return raw
-    try:
-        replaced = await hook.on_message(event.data.encode())
-    except ValueError:
-        return raw  # not JSON: not a message we act on
+    replaced = await hook.on_message(event.data.encode())
     if replaced is None:
         return raw
     if replaced == DROP:
@@ -900,7 +996,8 @@ async def refuse(response: AgentResponse, refusal: door.Refusal) -> None:
 
 async def run_until_disconnect(receive: Any, response: AgentResponse, work: Awaitable[Any]) -> None:
     """Run `work`; if the agent goes away first, cancel it (closing the upstream call: in the
-    2026-07-28 era a closed response stream is the cancellation)."""
+    2026-07-28 era a closed response stream is the cancellation). A governed operation runs
+    in a task of its own that decides what the cancellation cuts short (_run_governed)."""
     current = asyncio.current_task()
     gone = False
 
@@ -925,9 +1022,17 @@ async def run_until_disconnect(receive: Any, response: AgentResponse, work: Awai
         watcher.cancel()
 
 
+async def outlive(call: asyncio.Task[Any]) -> None:
+    """A governed call whose agent went away, awaited in the background (kept referenced, its
+    failure logged)."""
+    with contextlib.suppress(AgentDisconnected):
+        await call
+
+
 # --- governed operations: context, audit, denial ---------------------------------------------
 
 GOVERNED_REQUESTS = frozenset({*RESOURCE_OPERATIONS, PROMPT_GET, COMPLETION})
+MAX_SUBJECT_CHARS = 500  # a URI or prompt name longer than this is refused (Invalid params), not cut
 SUBJECT_PARAMS = {**{op: "a uri" for op in RESOURCE_OPERATIONS}, PROMPT_GET: "a prompt name",
                   COMPLETION: "a ref naming a prompt or a resource"}
 REF_KINDS: dict[str, Kind] = {"ref/prompt": "prompt", "ref/resource": "resource"}
@@ -955,7 +1060,9 @@ def governed_context(ex: Exchange, message: Message) -> CallContext | None:
         return None
     try:
         args_sha256 = canonical_sha256(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
+        return None  # not canonical JSON (or nested too deep to be): Invalid params
+    if len(subject) > MAX_SUBJECT_CHARS:
         return None
     return CallContext(agent=ex.agent, server=ex.server, subject=subject, arguments=arguments,
                        args_sha256=args_sha256, operation=method, ref_kind=ref_kind,
@@ -1024,6 +1131,16 @@ async def audit_unknown_subject(ctx: CallContext) -> None:
         await audit.record_decision(records.decision_record(ctx))
     except Exception:
         log.exception("could not audit unknown subject call %s", ctx.call_id)
+
+
+async def audit_invalid_arguments(ctx: CallContext, exc: InvalidArguments) -> None:
+    """Arguments the tool's pinned schema cannot read unambiguously: refused, audited as a deny
+    (with the arguments as sent), never forwarded (docs/SECURITY.md)."""
+    ctx.deny(f"Invalid params: {exc}", rules=["invalid-arguments"])
+    try:
+        await audit.record_decision(records.decision_record(ctx))
+    except Exception:
+        log.exception("could not audit invalid arguments of call %s", ctx.call_id)
 
 
 def record_outcome(ctx: CallContext, status: str, started: float | None, payload: bytes) -> None:

@@ -4,7 +4,10 @@ A binding is written when the upstream hands out a session id (in the answer to 
 agent's `initialize`) and read on every request that presents one: a session id presented
 by any other agent is refused (404), exactly as an unknown one. Bindings live in Redis when
 REDIS_URL is set (shared by every replica) and in process otherwise, with a TTL that use
-refreshes. A binding never changes owner, so readers keep a small positive cache.
+refreshes. A binding never changes owner: `bind` only claims an id nobody holds (Redis
+`SET NX`, or the same under the event loop in process) and answers who holds it, so the
+gateway can refuse an upstream answer that hands this agent another agent's session. Readers
+keep a small positive cache.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ CACHE_SIZE = 10_000
 
 class BindingStore(Protocol):
     async def set(self, key: str, agent: str, ttl: int) -> None: ...
+    async def claim(self, key: str, agent: str, ttl: int) -> str:
+        """Bind key to agent unless it is bound already; the owner either way."""
+        ...
     async def get(self, key: str) -> str | None: ...
     async def touch(self, key: str, ttl: int) -> None: ...
     async def delete(self, key: str) -> None: ...
@@ -33,6 +39,13 @@ class MemoryStore:
 
     async def set(self, key: str, agent: str, ttl: int) -> None:
         self._items[key] = (agent, time.monotonic() + ttl)
+
+    async def claim(self, key: str, agent: str, ttl: int) -> str:
+        owner = await self.get(key)  # no await in between: atomic under the event loop
+        if owner is not None:
+            return owner
+        await self.set(key, agent, ttl)
+        return agent
 
     async def get(self, key: str) -> str | None:
         item = self._items.get(key)
@@ -52,6 +65,14 @@ class MemoryStore:
         self._items.pop(key, None)
 
 
+CLAIM_SCRIPT = """
+local owner = redis.call('GET', KEYS[1])
+if owner then return owner end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+"""
+
+
 class RedisStore:
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis
@@ -60,6 +81,12 @@ class RedisStore:
 
     async def set(self, key: str, agent: str, ttl: int) -> None:
         await self._redis.set(key, agent, ex=ttl)
+
+    async def claim(self, key: str, agent: str, ttl: int) -> str:
+        # SET NX, and when it lost, whoever holds the key: one script, so an expiry in between
+        # cannot answer "nobody" (Redis 6 has no SET NX GET).
+        owner = await self._redis.eval(CLAIM_SCRIPT, 1, key, agent, ttl)
+        return str(owner)
 
     async def get(self, key: str) -> str | None:
         value = await self._redis.get(key)
@@ -89,10 +116,13 @@ class Bindings:
             self._store = RedisStore(settings.REDIS_URL) if settings.REDIS_URL else MemoryStore()
         return self._store
 
-    async def bind(self, server: str, kind: str, value: str, agent: str) -> None:
+    async def bind(self, server: str, kind: str, value: str, agent: str) -> str:
+        """Bind the id to agent unless another agent holds it already: the owner either way
+        (a binding never changes owner)."""
         key = binding_key(server, kind, value)
-        await self.store.set(key, agent, self._ttl)
-        self._remember(key, agent)
+        owner = await self.store.claim(key, agent, self._ttl)
+        self._remember(key, owner)
+        return owner
 
     async def owner(self, server: str, kind: str, value: str) -> str | None:
         key = binding_key(server, kind, value)

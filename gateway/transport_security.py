@@ -12,13 +12,20 @@ the proxy (docs/DEPLOY.md).
 
 The proxy calls `await refuse_plain_http(scope, send)` first thing for every /mcp request;
 intended.middleware.RequireTLSMiddleware does the same for the dashboard and the API.
+
+The client's address (the audit entry's `client`, the TLS rule, sign-in throttling, the
+metrics rule) is the peer's, unless the peer is one of TRUSTED_PROXIES: then it is the
+nearest address in `X-Forwarded-For` that is not a trusted proxy. `TrustedProxyHeaders` wraps
+the whole ASGI application (intended/asgi.py) and rewrites `scope["client"]` once, so every
+part reads the same address. `Forwarded` and `X-Real-IP` are never read.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +47,69 @@ def is_loopback(host: str | None) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _address(text: str | None) -> Address | None:
+    try:
+        address = ipaddress.ip_address((text or "").strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(trusted: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in trusted)
+
+
+def forwarded_client(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[str]) -> str | None:
+    """The client's address: the peer's, unless the peer is a trusted proxy. Then each proxy
+    appended the address it received the request from to X-Forwarded-For, so the client is
+    the rightmost address that is not a trusted proxy (what is left of it, the client may
+    have made up). An unreadable entry there ends the walk at the last address known."""
+    networks = _networks(tuple(trusted))
+
+    def is_trusted(address: Address) -> bool:
+        return any(address in network for network in networks)
+
+    current = _address(peer)
+    if current is None or not networks or not is_trusted(current):
+        return peer
+    hops = [hop for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    if not hops:
+        return peer
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            break
+        current = address
+        if not is_trusted(address):
+            break
+    return str(current)
+
+
+class TrustedProxyHeaders:
+    """ASGI middleware: `scope["client"]` becomes the client's address (forwarded_client), for
+    HTTP and websockets alike, before anything reads it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and settings.TRUSTED_PROXIES and scope.get("client"):
+            peer = scope["client"][0]
+            forwarded_for = [value.decode("latin-1") for key, value in scope.get("headers") or []
+                             if key.lower() == b"x-forwarded-for"]
+            client = forwarded_client(peer, forwarded_for, settings.TRUSTED_PROXIES)
+            if client != peer:
+                scope = dict(scope, client=(client, 0))
+        await self.app(scope, receive, send)
 
 
 def first_forwarded_proto(value: str | None) -> str | None:

@@ -18,12 +18,13 @@ from django.urls import re_path  # noqa: E402
 
 from gateway.lifespan import lifespan  # noqa: E402
 from gateway.proxy import GatewayApp  # noqa: E402
-from gateway.transport_security import RequireTLSForWebsockets  # noqa: E402
+from gateway.transport_security import RequireTLSForWebsockets, TrustedProxyHeaders  # noqa: E402
 from intended.routing import websocket_urlpatterns  # noqa: E402
 
 gateway = GatewayApp()
 
-application = ProtocolTypeRouter(
+# TrustedProxyHeaders first: every part below reads the client's address from the scope.
+application = TrustedProxyHeaders(ProtocolTypeRouter(
     {
         "http": URLRouter(
             [
@@ -36,4 +37,4 @@ application = ProtocolTypeRouter(
         ),
         "lifespan": lifespan,
     }
-)
+))

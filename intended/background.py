@@ -28,9 +28,16 @@ def spawn(work: Coroutine[Any, Any, Any], *, what: str) -> asyncio.Task[Any]:
     return task
 
 
-async def drained() -> None:
-    """Wait for the background work started so far on this loop (tests, shutdown)."""
+async def drained(timeout: float | None = None) -> None:
+    """Wait for the background work started so far on this loop (tests, shutdown); with a
+    timeout, what is still running then is cancelled (a shutdown must not wait for a lingering
+    close)."""
     loop = asyncio.get_running_loop()
     mine = [t for t in _running if t.get_loop() is loop]
-    if mine:
-        await asyncio.gather(*mine, return_exceptions=True)
+    if not mine:
+        return
+    _, pending = await asyncio.wait(mine, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -6,21 +6,25 @@ it, so a pattern means the same thing wherever an admin or an auditor writes it.
 from __future__ import annotations
 
 import re
-from functools import cache, lru_cache
+from functools import lru_cache
+
+# Stands for "anything" inside a string that is itself a pattern (a URI template's expressions):
+# no URI or intent holds it, so only a `*` of the other glob can match it.
+ANYTHING = "\x00"
 
 
 @lru_cache(maxsize=4096)
 def compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(glob_regex(pattern), re.DOTALL)
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
 def glob_regex(pattern: str) -> str:
-    """An anchored regular expression for the pattern (also what the audit search sends to SQL)."""
+    """An anchored regular expression for the pattern (what the audit search sends to SQL)."""
     return "^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$"
 
 
 def matches(pattern: str, text: str) -> bool:
-    return compiled(pattern).match(text) is not None
+    return compiled(pattern).fullmatch(text) is not None
 
 
 def is_glob(pattern: str) -> bool:
@@ -28,24 +32,28 @@ def is_glob(pattern: str) -> bool:
 
 
 def overlap(a: str, b: str) -> bool:
-    """Is there a string that both globs match? (A template read as a glob against a scope; two
-    globs of one intent map that must not both claim a URI.)"""
+    """Is there a string that both globs match? (A URI template read as a glob against a scope;
+    two globs of one intent map that must not both claim a URI.) A dynamic programme over both
+    patterns, row by row: no recursion, whatever their length."""
+    # reach[j]: a[:i] and b[:j] can match one common string (with each side's `*`s).
+    reach = [True] + [False] * len(b)
+    for j in range(1, len(b) + 1):
+        reach[j] = reach[j - 1] and b[j - 1] == "*"
+    for i in range(1, len(a) + 1):
+        row = [reach[0] and a[i - 1] == "*"] + [False] * len(b)
+        for j in range(1, len(b) + 1):
+            x, y = a[i - 1], b[j - 1]
+            if x == "*":
+                row[j] = reach[j] or row[j - 1]  # a's * takes nothing more, or takes b's next piece
+            elif y == "*":
+                row[j] = row[j - 1] or reach[j]
+            else:
+                row[j] = x == y and reach[j - 1]
+        reach = row
+    return reach[len(b)]
 
-    @cache
-    def meet(i: int, j: int) -> bool:  # can a[i:] and b[j:] match one string?
-        if i == len(a) and j == len(b):
-            return True
-        if i < len(a) and a[i] == "*" and meet(i + 1, j):  # a's * matches nothing more
-            return True
-        if j < len(b) and b[j] == "*" and meet(i, j + 1):
-            return True
-        if i < len(a) and j < len(b):
-            x, y = a[i], b[j]
-            if x == "*" and y != "*":  # a's * takes b's next character
-                return meet(i, j + 1)
-            if y == "*" and x != "*":
-                return meet(i + 1, j)
-            return x == y != "*" and meet(i + 1, j + 1)
-        return False
 
-    return meet(0, 0)
+def contains(outer: str, inner: str) -> bool:
+    """Does every string the glob `inner` matches also match `outer`? `inner`'s `*`s are read as
+    ANYTHING, which only a `*` of `outer` can match (sound: a yes is always right)."""
+    return matches(outer, inner.replace("*", ANYTHING))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,17 +74,56 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-class TextFormatter(logging.Formatter):
-    """Readable lines for a terminal, with the context fields appended as key=value."""
+# C0 and C1 controls, DEL, and what else a reader or terminal takes for a line break.
+_CONTROL = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NEEDS_QUOTES = re.compile(r'[\s="\[\]]')
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+def escape(text: str) -> str:
+    """Control characters as Python escapes (and the backslash doubled, so that an escape in
+    the log is never mistaken for what someone typed)."""
+
+    def one(match: re.Match[str]) -> str:
+        char = match.group()
+        return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+    return _CONTROL.sub(one, text)
+
+
+def text_value(value: Any) -> str:
+    """A field's value as logfmt writes it: escaped, and quoted when it holds a space, an equals
+    sign, a quote or a bracket (so that a value cannot pass for another field)."""
+    text = escape(str(value))
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal, with the context fields appended as key=value.
+
+    What a record carries from outside (a reviewer's comment, an argument in a reason, an
+    upstream's error text) must not forge lines: the message and the fields have their control
+    characters escaped, and the lines of an exception or a stack are indented under their
+    record, so a line that starts at the margin always starts a record."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        record.message = record.getMessage()
+        line = f"{self.formatTime(record)} {record.levelname} {record.name}: {escape(record.message)}"
         extras = extra_fields(record)
-        if not extras:
-            return line
-        context = " ".join(f"{k}={v}" for k, v in extras.items())
-        first, newline, rest = line.partition("\n")
-        return f"{first} [{context}]{newline}{rest}"
+        if extras:
+            line += " [" + " ".join(f"{escape(str(k))}={text_value(v)}" for k, v in extras.items()) + "]"
+        # Not cached on the record (as logging.Formatter does): another handler's formatter
+        # must not get this indented text.
+        if record.exc_info:
+            line += "\n" + _indented(self.formatException(record.exc_info))
+        elif record.exc_text:
+            line += "\n" + _indented(record.exc_text)
+        if record.stack_info:
+            line += "\n" + _indented(self.formatStack(record.stack_info))
+        return line
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  " + escape(line) for line in text.split("\n"))

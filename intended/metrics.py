@@ -95,7 +95,7 @@ def observe_decision(agent: str, server: str, decision: str, seconds: float) -> 
 
 
 def observe_upstream(server: str, status: str, seconds: float) -> None:
-    """`status` is the audit outcome status: ok, error or timeout."""
+    """`status` is the audit outcome status: ok, error, timeout or cancelled."""
     UPSTREAM_SECONDS.labels(_label(server), _label(status)).observe(max(seconds, 0.0))
 
 
@@ -179,7 +179,7 @@ def call_released(ctx: Any) -> None:
 
 
 def call_finished(ctx: Any, status: str, seconds: float | None) -> None:
-    """After the outcome entry: upstream latency by status (ok, error, timeout)."""
+    """After the outcome entry: upstream latency by status (ok, error, timeout, cancelled)."""
     from intended.logging import call_fields
 
     if seconds is not None:

@@ -8,6 +8,7 @@ value stops start-up with `ImproperlyConfigured` naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import warnings
@@ -55,6 +56,18 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None or raw.strip() == "":
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[str]:
+    """A comma list of IP addresses and CIDR networks (normalized, e.g. 10.0.0.0/8)."""
+    networks = []
+    for item in env_list(name, []):
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip("[]"), strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must be a comma list of IP addresses or CIDR networks, got {item!r}") from None
+    return networks
 
 
 def database_from_url(name: str, url: str) -> dict[str, Any]:
@@ -132,6 +145,8 @@ INSTALLED_APPS = [
     "audit_app",
     "approvals_app",
     "dashboard",
+    # sign-in throttling (docs/SECURITY.md): failed attempts by user and by address
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -146,6 +161,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into our lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "intended.urls"
@@ -242,6 +259,22 @@ warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarn
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
+# Sign-in throttling on /login/ and /admin/login/ (django-axes, docs/SECURITY.md): after
+# INTENDED_LOGIN_FAILURE_LIMIT failed passwords for one user name, or from one address, that user
+# name or address may not sign in (not even with the right password) until
+# INTENDED_LOGIN_LOCKOUT_MINUTES have passed since the last failure. Attempts live in the
+# database, so every replica sees them. A failure during the lock does not extend it.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("INTENDED_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("INTENDED_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "dashboard.lockouts.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -271,6 +304,9 @@ if env_bool("INTENDED_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Trust X-Forwarded-Proto from a TLS-terminating proxy (docs/DEPLOY.md).
 INTENDED_BEHIND_TLS_PROXY = env_bool("INTENDED_BEHIND_TLS_PROXY", False)
+# Reverse proxies whose X-Forwarded-For names the client (gateway/transport_security.py); empty:
+# the peer's own address is the client, whoever connects (loopback included).
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 # Refuse plain HTTP from clients not on this host (gateway/transport_security.py); on in production.
 INTENDED_REQUIRE_TLS = env_bool("INTENDED_REQUIRE_TLS", not EMBEDDED and not DEBUG)
 # Load balancer probes speak plain HTTP and carry no secret.

@@ -443,13 +443,20 @@ def _agent_ref(v: Validator, ref: str, path: Path, desired: Desired) -> None:
 
 
 def _reviewer_ref(v: Validator, ref: str, path: Path, desired: Desired) -> None:
+    """Exactly what the approvals honour (approvals_app.actions.reviewer_groups and
+    reviewer_users): `role:<role>` or `user:<user name>`; a bare name would be accepted here
+    and then match nobody."""
+    kind, _, name = ref.partition(":")
+    if not ((kind == "role" and SLUG.fullmatch(name)) or (kind == "user" and USERNAME.fullmatch(name))):
+        hint = f" (user:{ref}?)" if USERNAME.fullmatch(ref) else ""
+        v.error(path, f"names {ref!r}: a reviewer is role:<name> or user:<name>{hint}")
+        return
     roles = set(v.known.roles) | set(RESERVED_ROLES) | set(desired.reviewers or {})
     users = set(v.known.users) | {u for us in (desired.reviewers or {}).values() for u in us}
-    if ref.startswith("role:"):
-        if ref[5:] not in roles:
-            v.error(path, f"names {ref}, a role that is neither in reviewers nor exists")
-    elif ref not in users:
-        v.error(path, f"names the user {ref!r}, who does not exist")
+    if kind == "role" and name not in roles:
+        v.error(path, f"names {ref}, a role that is neither in reviewers nor exists")
+    elif kind == "user" and name not in users:
+        v.error(path, f"names the user {name!r}, who does not exist")
 
 
 def _intent(v: Validator, value: Any, path: Path) -> str | None:
@@ -465,7 +472,7 @@ def _escalation(v: Validator, raw: Any, path: Path, desired: Desired) -> dict[st
         v.error(path + ("type",), f"must be single or quorum, got {kind!r}")
     reviewers = v.strings(spec.get("reviewers", ["role:admin"]), path + ("reviewers",)) or []
     if not reviewers:
-        v.error(path + ("reviewers",), "must name at least one reviewer (role:<name> or a user)")
+        v.error(path + ("reviewers",), "must name at least one reviewer (role:<name> or user:<name>)")
     for j, ref in enumerate(reviewers):
         _reviewer_ref(v, ref, path + ("reviewers", j), desired)
     out: dict[str, Any] = {"type": kind, "reviewers": reviewers}

@@ -5,6 +5,7 @@ The pure part (hashes, the poisoning scan, diffs) is `policies_app.core.pinning`
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -58,7 +59,11 @@ async def filter_tools(snap: Snapshot, agent: AgentView, server: ServerView, too
     """The tools of one tools/list page that this agent may see: in its scope and admitted.
     Records first sightings, changes and holds (audited) when the page holds anything new."""
     pins = snap.pins
-    hashes = {t.get("name", ""): definition_hash(t) for t in tools if isinstance(t, Mapping)}
+    named = Counter(t.get("name", "") for t in tools if isinstance(t, Mapping))
+    # A name listed twice is withheld altogether: which definition a client keeps is not ours to
+    # guess, and one of them could be a poisoned copy of a pinned tool.
+    tools = [t for t in tools if isinstance(t, Mapping) and named[t.get("name", "")] == 1]
+    hashes = {t.get("name", ""): definition_hash(t) for t in tools}
     admitted = {
         name for name, digest in hashes.items()
         if (pin := pins.get((server.name, name))) is not None and pin.admitted and pin.definition_hash == digest

@@ -15,7 +15,7 @@ from policies_app.core.context import COMPLETION, TOOL_CALL, CallContext, Kind, 
 from policies_app.core.pinning import PinView, pin_for
 from policies_app.core.ports import Ports
 from policies_app.core.snapshot import Snapshot
-from policies_app.core.stages import UnknownSubject, decide
+from policies_app.core.stages import InvalidArguments, UnknownSubject, decide
 from policies_app.core.velocity import ReadOnlyCounters
 from policies_app.models import ToolPin
 from policies_app.snapshots import build_snapshot
@@ -49,6 +49,8 @@ def simulate(agent: str, server: str, subject: str, arguments: dict[str, Any], *
         async_to_sync(decide)(ctx, snap, ports)
     except UnknownSubject:
         ctx.deny(f"{NOT_FOUND[kind]}: {subject} ({_why_unknown(ctx, snap)})", rules=["scope"])
+    except InvalidArguments as exc:  # the gateway answers -32602 and forwards nothing
+        ctx.deny(f"Invalid params: {exc}", rules=["invalid-arguments"])
     return {
         "decision": ctx.decision,
         "rules": ctx.rules,

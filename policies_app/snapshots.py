@@ -65,6 +65,7 @@ def pin_view(pin: ToolPin) -> PinView:
         definition_hash=pin.definition_hash,
         annotations=(pin.definition or {}).get("annotations") or {},
         pending_hash=pin.pending_hash,
+        input_schema=(pin.definition or {}).get("inputSchema"),
     )
 
 

@@ -65,10 +65,34 @@ def uri_matches(pattern: str, uri: str) -> bool:
     return globs.matches(pattern, uri)
 
 
+# What a server may read differently from the text the scope was matched against: dot
+# segments, escaped dots, slashes and backslashes, backslashes, control characters.
+UNPLAIN_URI = re.compile(r"(^|/)\.\.?(/|$)|%2e|%2f|%5c|\\|[\x00-\x1f\x7f]", re.IGNORECASE)
+SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+def uri_is_plain(uri: str) -> bool:
+    """A URI the gateway can scope by its text: no dot segments, no escaped `.`, `/` or `\\`,
+    no backslash or control character, a lower-case scheme. Anything else could name another
+    resource once the server normalises it, so it is not found (docs/GATEWAY.md)."""
+    scheme = SCHEME.match(uri)
+    path = uri[scheme.end():] if scheme else uri
+    return UNPLAIN_URI.search(path) is None and (scheme is None or scheme.group(1) == scheme.group(1).lower())
+
+
 def template_may_match(pattern: str, template: str) -> bool:
     """Could some URI that this RFC 6570 template produces match the glob? Each `{...}`
     expression may expand to anything, so the template is read as a glob with `*` there."""
-    return globs.overlap(pattern, re.sub(r"\{[^}]*\}", "*", template))
+    return globs.overlap(pattern, template_glob(template))
+
+
+def template_within(pattern: str, template: str) -> bool:
+    """Does the glob admit every URI the template can produce?"""
+    return globs.contains(pattern, template_glob(template))
+
+
+def template_glob(template: str) -> str:
+    return re.sub(r"\{[^}]*\}", "*", template)
 
 
 def intent_glob_matches(pattern: str, intent: str) -> bool:
@@ -100,10 +124,17 @@ class AgentView:
         return _admits(self.prompt_scope, server, prompt)
 
     def may_read(self, server: str, uri: str) -> bool:
-        return any(uri_matches(glob, uri) for glob in self.resource_scope.get(server, ()))
+        return uri_is_plain(uri) and any(uri_matches(glob, uri) for glob in self.resource_scope.get(server, ()))
 
     def may_see_template(self, server: str, template: str) -> bool:
+        """Listed when some URI it produces is in scope (each read is still checked)."""
         return any(template_may_match(glob, template) for glob in self.resource_scope.get(server, ()))
+
+    def may_complete_template(self, server: str, template: str) -> bool:
+        """Completed only when every URI it produces is in scope: a completion lists values of
+        the whole template, in scope or not."""
+        return uri_is_plain(template) and \
+            any(template_within(glob, template) for glob in self.resource_scope.get(server, ()))
 
     def admits(self, server: str, kind: Kind, subject: str) -> bool:
         """Is this subject inside the agent's scope? The server's requests to the client are
@@ -155,8 +186,8 @@ class CallContext:
     agent: AgentView
     server: ServerView
     subject: str
-    arguments: dict[str, Any]
-    args_sha256: str
+    arguments: dict[str, Any]  # as sent; on a tools/call, as the tool reads them once coerced
+    args_sha256: str  # of the arguments as sent (and forwarded)
     operation: str = TOOL_CALL
     era: Era = "legacy"
     session_id: str | None = None
@@ -174,6 +205,7 @@ class CallContext:
     escalation: Mapping[str, Any] | None = None
     policy_version: int = 0
     tool_hash: str = ""  # pinned definition hash (tools/call)
+    input_schema: Mapping[str, Any] | None = None  # the pinned inputSchema (tools/call)
     ref_kind: Kind | None = None  # completion/complete: what its ref names (a prompt or a resource)
     velocity_admission: Any = None  # core.velocity.Admission: counted before the policy, settled after
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from policies_app.core.context import (
 PACK_DIR = Path(__file__).resolve().parent.parent / "packs"
 DAILY_COUNT = "today"  # ctx.velocity key: the agent's admitted calls of this intent today (UTC)
 REDACTED = "[REDACTED]"
-EMAIL = re.compile(r"[^\s,;<>\"']+@[^\s,;<>\"']+")
+RECIPIENT_SEPARATORS = re.compile(r"[,;\r\n]")
 
 
 @dataclass(frozen=True)
@@ -153,61 +154,92 @@ def intent_for(server: ServerView, kind: Kind, subject: str, operation: str = ""
 # --- derived attributes --------------------------------------------------------------------
 
 
+class UnreadableArgument(ValueError):
+    """A present argument the pack cannot read an attribute from: the call is denied (fail
+    closed), never decided as if the argument were absent."""
+
+
 def derive_attributes(pack: str, intent: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The pack's attributes of this intent, from the arguments as the tool reads them (coerced
+    by its pinned schema first: core.arguments). Over-count, never under-count: every key that
+    is present counts, and one that cannot be read raises UnreadableArgument."""
     specs = load(pack).attributes.get(intent) or {}
     derived: dict[str, Any] = {}
     for name, spec in specs.items():
         if "collect" in spec:
-            found = _collect_strings(arguments, spec["collect"])
+            found = _collect_recipients(arguments, spec["collect"], name)
             if found is not None:
                 derived[name] = found
         elif "number" in spec:
-            number = _first_number(arguments, spec["number"])
+            number = _largest_number(arguments, spec["number"], name)
             if number is not None:
                 derived[name] = number
     return derived
 
 
-def _collect_strings(arguments: Mapping[str, Any], keys: list[str]) -> list[str] | None:
-    """Every address under these keys; None when none of the keys is present at all."""
-    present = False
-    values: list[str] = []
-    for key in keys:
-        if key not in arguments:
-            continue
-        present = True
-        values.extend(_strings_in(arguments[key]))
-    return values if present else None
+def _collect_recipients(arguments: Mapping[str, Any], keys: list[str], name: str) -> list[str] | None:
+    """Every recipient under every one of these keys that is present; None when none is."""
+    present = [key for key in keys if key in arguments]
+    if not present:
+        return None
+    return [r for key in present for r in _recipients(arguments[key], f"argument {key!r}", name)]
 
 
-def _strings_in(value: Any) -> list[str]:
+def _recipients(value: Any, where: str, name: str) -> list[str]:
+    """Counted from the structure: each list item, each part of a string split on `,` `;` and
+    line breaks, and within a part each whitespace-separated word holding an `@` when there are
+    several (`Ann <a@x.com>` is one recipient, `a@x.com b@x.com` two)."""
+    if value is None:
+        return []
     if isinstance(value, str):
-        addresses = EMAIL.findall(value)
-        if addresses:
-            return addresses
-        return [part.strip() for part in re.split(r"[,;]", value) if part.strip()]
-    if isinstance(value, Mapping):
-        # {"email": "...", "name": "..."} style recipients
-        inner = value.get("email") or value.get("address")
-        return _strings_in(inner) if inner is not None else []
+        found: list[str] = []
+        for part in RECIPIENT_SEPARATORS.split(value):
+            part = part.strip()
+            if part:
+                addressed = [word for word in part.split() if "@" in word]
+                found.extend(addressed if len(addressed) > 1 else [part])
+        return found
     if isinstance(value, list | tuple):
-        return [s for item in value for s in _strings_in(item)]
-    return []
+        return [r for i, item in enumerate(value) for r in _recipients(item, f"{where}[{i}]", name)]
+    if isinstance(value, Mapping):
+        inner = [value[key] for key in ("email", "address") if key in value]  # {"email": ..., "name": ...}
+        if not inner:
+            raise UnreadableArgument(f"the {name} cannot be read from {where}: an object with no email or address")
+        return [r for item in inner for r in _recipients(item, where, name)]
+    raise UnreadableArgument(f"the {name} cannot be read from {where}: {_kind(value)}")
 
 
-def _first_number(arguments: Mapping[str, Any], keys: list[str]) -> float | int | None:
+def _largest_number(arguments: Mapping[str, Any], keys: list[str], name: str) -> float | int | None:
+    """The largest of the numbers under these keys (a tool may read any of them; an extra key
+    must not lower what another says). Numbers only: a string is read by the tool's schema
+    first (core.arguments), so one still here is not a number the pack may guess at."""
+    found: list[float | int] = []
     for key in keys:
-        value = arguments.get(key)
-        if isinstance(value, bool):
+        if key not in arguments or arguments[key] is None:
             continue
-        if isinstance(value, int | float):
-            return value
-        if isinstance(value, str):
-            try:
-                return float(value) if "." in value else int(value)
-            except ValueError:
-                continue
-    return None
+        value = arguments[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or (isinstance(value, float) and not math.isfinite(value)):
+            raise UnreadableArgument(f"the {name} cannot be read from argument {key!r}: {_kind(value)}, "
+                                     "not a finite number")
+        found.append(value)
+    return max(found) if found else None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
 
 
 def measure(value: Any) -> float | None:

@@ -53,6 +53,7 @@ class PinView:
     definition_hash: str
     annotations: Mapping[str, Any] = field(default_factory=dict)
     pending_hash: str = ""  # what the upstream offered when it was held
+    input_schema: Mapping[str, Any] | None = None  # the pinned inputSchema: arguments are read by it
 
     @property
     def admitted(self) -> bool:

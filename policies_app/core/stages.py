@@ -11,7 +11,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
-from policies_app.core import packs, velocity
+from policies_app.core import arguments, packs, velocity
 from policies_app.core.context import ALLOW, COMPLETION, DENY, ESCALATE, TOOL_CALL, CallContext
 from policies_app.core.pinning import tool_annotations
 from policies_app.core.ports import Ports
@@ -27,16 +27,18 @@ class UnknownSubject(Exception):
     (`Unknown tool`, `Resource not found`, `Unknown prompt`), identical in each case."""
 
 
+InvalidArguments = arguments.InvalidArguments  # the arguments cannot be read: -32602, audited
+
+
 def resolve_intent(ctx: CallContext, snap: Snapshot, ports: Ports) -> None:
     ctx.intent = packs.intent_for(ctx.server, ctx.kind, ctx.subject, ctx.operation)
-    ctx.attributes = packs.derive_attributes(ctx.server.domain_pack, ctx.intent, ctx.arguments)
 
 
 async def check_scope_and_pin(ctx: CallContext, snap: Snapshot, ports: Ports) -> None:
     """Out of scope, held, and never seen in the server's catalog all look the same: unknown."""
     if ctx.operation == COMPLETION and ctx.kind == "resource":
-        # A completion's resource ref is a URI template: in scope when the listing shows it.
-        admitted = ctx.agent.may_see_template(ctx.server.name, ctx.subject)
+        # A completion's resource ref is a URI template, completed over all its URIs.
+        admitted = ctx.agent.may_complete_template(ctx.server.name, ctx.subject)
     else:
         admitted = ctx.agent.admits(ctx.server.name, ctx.kind, ctx.subject)
     if not admitted:
@@ -47,6 +49,19 @@ async def check_scope_and_pin(ctx: CallContext, snap: Snapshot, ports: Ports) ->
     if pin is None or not pin.admitted:
         raise UnknownSubject(ctx.subject)
     ctx.tool_hash = pin.definition_hash
+    ctx.input_schema = pin.input_schema
+
+
+def coerce_arguments(ctx: CallContext, snap: Snapshot, ports: Ports) -> None:
+    """Decide on the values the tool will read: the arguments coerced by its pinned input schema
+    as the SDK servers do (core.arguments); InvalidArguments refuses the call (-32602)."""
+    if ctx.operation == TOOL_CALL:
+        ctx.arguments = arguments.coerce(ctx.arguments, ctx.input_schema)
+
+
+def derive_attributes(ctx: CallContext, snap: Snapshot, ports: Ports) -> None:
+    """The pack's attributes, from the coerced arguments; one it cannot read raises (deny)."""
+    ctx.attributes = packs.derive_attributes(ctx.server.domain_pack, ctx.intent, ctx.arguments)
 
 
 async def read_velocity(ctx: CallContext, snap: Snapshot, ports: Ports) -> None:
@@ -76,6 +91,8 @@ async def enforce_velocity(ctx: CallContext, snap: Snapshot, ports: Ports) -> No
 STAGES: list[Stage] = [
     resolve_intent,
     check_scope_and_pin,
+    coerce_arguments,
+    derive_attributes,
     read_velocity,
     score_risk,
     apply_policy,
@@ -84,13 +101,14 @@ STAGES: list[Stage] = [
 
 
 async def decide(ctx: CallContext, snap: Snapshot, ports: Ports) -> CallContext:
-    """Run every stage; UnknownSubject propagates (a protocol answer), anything else denies."""
+    """Run every stage; UnknownSubject and InvalidArguments propagate (protocol answers),
+    anything else denies."""
     try:
         for stage in STAGES:
             result = stage(ctx, snap, ports)
             if inspect.isawaitable(result):
                 await result
-    except UnknownSubject:
+    except (UnknownSubject, InvalidArguments):
         raise
     except Exception as exc:
         log.exception("decision stage failed for call %s", ctx.call_id)

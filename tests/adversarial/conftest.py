@@ -119,7 +119,10 @@ def make_world(base: str, upstream: Upstream, **server_fields: Any) -> World:
     for name, scope in {"alice": {SERVER: "*"}, "eve": {SERVER: ["echo"]}}.items():
         agent = actions.save_agent(acting_user="tests", name=name, tool_scope=scope)
         keys[name] = actions.issue_key(acting_user="tests", agent=agent)[1]
-    save_policy_document({"policies": [{"intent": "mcp.*", "decision": "allow"}]}, acting_user="tests")
+    save_policy_document({"policies": [
+        {"intent": "mcp.*", "decision": "allow"},
+        {"intent": "mcp.*.client.*", "decision": "deny", "reason": "No server may ask the agents' model here"},
+    ]}, acting_user="tests")
     world = World(base, upstream, keys)
     # tools are admitted the first time the gateway sees them listed (trust on first use)
     eventually(lambda: "result" in post(world, {"jsonrpc": "2.0", "id": 0, "method": "tools/list"},

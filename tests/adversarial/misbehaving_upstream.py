@@ -32,7 +32,38 @@ TOOLS = {
     "cut_json": "Promises a long JSON body and hangs up early.",
     "cut_sse": "Starts an event stream and hangs up in the middle of an event.",
     "http500": "Answers HTTP 500.",
+    # the server asking the agent's model, shaped to slip past a parser that reads differently
+    "sample_u2028": "Asks for sampling with a raw U+2028 in a string, then answers.",
+    "sample_escaped": "Asks for sampling with its method key escaped (\\u006dethod), then answers.",
+    "sample_batch": "Asks for sampling inside a JSON array, then answers.",
+    "sample_blank_lines": "Asks for sampling, ending the event with LF CR LF, then answers.",
+    "sample_json": "Answers the call with a sampling request as its JSON body.",
+    "leak_listing": "Sends a resources listing for another request id on this call's stream.",
 }
+
+SAMPLING = {"jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage",
+            "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "line\u2028break"}}],
+                       "maxTokens": 5}}
+
+
+def sse(*events: bytes, end: bytes = b"\n\n") -> bytes:
+    return b"".join(b"event: message\ndata: " + event + end for event in events)
+
+
+def tricky_sampling(name: str, request_id: Any) -> tuple[bytes, bytes]:
+    """(the SSE body, its content type) of each sampling trick, then the call's own result."""
+    plain = json.dumps(SAMPLING, ensure_ascii=False).encode()  # the U+2028 stays raw
+    done = result(request_id, text_result("done"))
+    if name == "sample_u2028":
+        return sse(plain, done), b"text/event-stream"
+    if name == "sample_escaped":
+        return sse(plain.replace(b'"method"', b'"\\u006dethod"'), done), b"Text/Event-Stream"
+    if name == "sample_batch":
+        return sse(b"[" + plain + b"]", done), b"text/event-stream"
+    if name == "leak_listing":
+        leak = result(4242, {"resources": [{"uri": "secret://payroll", "name": "payroll"}]})
+        return sse(leak, done), b"text/event-stream"
+    return sse(plain, end=b"\n\r\n") + sse(done), b"text/event-stream"  # sample_blank_lines
 
 
 def tool_definitions() -> list[dict[str, Any]]:
@@ -123,6 +154,11 @@ async def tool_call(writer: asyncio.StreamWriter, request_id: Any, name: str, ar
         return False
     elif name == "http500":
         await answer(writer, b"Internal Server Error", 500, "text/plain")
+    elif name == "sample_json":
+        await answer(writer, json.dumps(SAMPLING, ensure_ascii=False).encode())
+    elif name in TOOLS and name.startswith(("sample_", "leak_")):
+        body, content_type = tricky_sampling(name, request_id)
+        await answer(writer, body, 200, content_type.decode())
     else:
         await answer(writer, json.dumps({"jsonrpc": "2.0", "id": request_id,
                                          "error": {"code": -32602, "message": f"Unknown tool: {name}"}}).encode())
@@ -147,6 +183,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, log
             params = params if isinstance(params, dict) else {}
             rpc = message.get("method") if isinstance(message, dict) else None
             log.write({"http": method, "rpc": rpc, "tool": params.get("name") if rpc == "tools/call" else None,
+                       "id": message.get("id") if isinstance(message, dict) else None,
+                       "error": (message.get("error") or {}).get("message") if isinstance(message, dict) else None,
                        "args_sha256": args_sha256(params.get("arguments", {})) if rpc == "tools/call" else None,
                        "authorization": headers.get("authorization"), "x_forwarded_for": headers.get("x-forwarded-for")})
             if method != "POST":
@@ -158,7 +196,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, log
                 await answer(writer, result(request_id, {
                     "protocolVersion": version, "capabilities": {"tools": {}},
                     "serverInfo": {"name": "misbehaving", "version": "1"}}))
-            elif rpc is not None and request_id is None:  # a notification
+            elif rpc is None or request_id is None:  # a notification, or a response to its request
                 await answer(writer, b"", 202, "text/plain")
             elif rpc == "tools/list":
                 await answer(writer, result(request_id, {"tools": tool_definitions()}))

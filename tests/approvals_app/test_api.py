@@ -47,12 +47,25 @@ def test_it_denies_with_a_comment(people):
     assert response.status_code == 200 and response.json()["status"] == "denied"
 
 
-@pytest.mark.parametrize("who", ["alice", "erin"])
-def test_it_forbids_those_who_may_not_decide(people, who):
+def test_it_forbids_the_owner_who_may_see_but_not_decide(people):
     approval, _ = actions.request_approval(call())
-    response = client_for(people[who]).post(f"/api/approvals/{approval.pk}/approve/", {"comment": "me"}, format="json")
+    response = client_for(people["alice"]).post(f"/api/approvals/{approval.pk}/approve/", {"comment": "me"}, format="json")
     assert response.status_code == 403
     assert Approval.objects.get(pk=approval.pk).status == "pending"
+
+
+@pytest.mark.parametrize("route", ["", "approve/", "deny/"])
+@pytest.mark.parametrize("state", ["pending", "denied"])
+def test_it_answers_404_for_an_approval_the_user_may_not_see_as_for_one_that_does_not_exist(people, route, state):
+    approval, _ = actions.request_approval(call())
+    if state == "denied":
+        actions.decide(approval.pk, acting_user=people["carol"], approve=False, comment="no")
+    erin = client_for(people["erin"])
+    send = erin.get if route == "" else erin.post
+    hidden = send(f"/api/approvals/{approval.pk}/{route}", {"comment": "me"}, format="json")
+    missing = send(f"/api/approvals/{approval.pk + 1000}/{route}", {"comment": "me"}, format="json")
+    assert (hidden.status_code, hidden.json()) == (missing.status_code, missing.json()) == (404, {"detail": "Not found."})
+    assert Approval.objects.get(pk=approval.pk).status == state
 
 
 def test_it_answers_409_once_decided(people):

@@ -70,6 +70,36 @@ def test_it_filters_by_agent_decision_server_tool_and_time(auditor: Client) -> N
     assert auditor.get("/api/audit/events/", {"decision": "maybe"}).status_code == 400
 
 
+@pytest.mark.parametrize("path, params", [
+    ("/api/audit/events/", {"agnet": "lookup-agent"}),  # a misspelt filter
+    ("/api/audit/events/", {"decision": "deny", "status": "error"}),
+    ("/api/audit/export/", {"format": "jsonl", "intents": "financial.*"}),
+    ("/api/audit/checkpoints/latest", {"size": "3"}),
+    ("/api/audit/verify/", {"from": "2026-01-01"}),
+])
+def test_it_refuses_a_query_parameter_it_does_not_know(auditor: Client, path: str, params: dict[str, str]) -> None:
+    write_scenario()
+    actions.seal()
+    response = auditor.get(path, params)
+    assert response.status_code == 400, response.content
+    unknown = next(k for k in params if k not in ("decision", "format"))
+    assert response.json()["detail"].startswith(f"unknown query parameter: {unknown}")
+
+
+def test_it_refuses_a_filter_given_twice(auditor: Client) -> None:
+    write_scenario()
+    response = auditor.get("/api/audit/events/?agent=lookup-agent&agent=support-agent")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "agent is given more than once"
+
+
+def test_it_accepts_the_pagination_and_format_parameters_it_uses(auditor: Client) -> None:
+    write_scenario(rounds=2)
+    first = auditor.get("/api/audit/events/", {"page_size": 2, "format": "json", "agent": "support-agent"})
+    assert first.status_code == 200
+    assert auditor.get(first.json()["next"]).status_code == 200  # ?cursor=…&page_size=2&agent=…
+
+
 def test_it_paginates_with_a_cursor(auditor: Client) -> None:
     write_scenario(rounds=3)
     response = auditor.get("/api/audit/events/", {"page_size": 5})

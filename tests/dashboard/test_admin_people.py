@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.http import HttpRequest
 from django.test import Client
 
 from dashboard import actions as people
@@ -17,7 +18,7 @@ def admin_client(db) -> Client:
     people.create_user(acting_user="test", username="alice", roles=["admin"], password=PASSWORD)
     people.create_user(acting_user="test", username="carol", roles=["support-lead"])
     client = Client()
-    assert client.login(username="alice", password=PASSWORD)
+    assert client.login(request=HttpRequest(), username="alice", password=PASSWORD)  # axes needs a request
     return client
 
 

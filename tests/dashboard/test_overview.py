@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from tests.dashboard.conftest import persona, signed_in
+from tests.dashboard.conftest import persona, record_call, signed_in
 
 
 def pending_refund(reviewers: list[str]) -> None:
@@ -60,3 +60,20 @@ def test_it_links_an_admin_to_the_held_tools(admin_client):
                            pending_definition={"name": "lookup"}, held_reason="new tool")
     page = admin_client.get("/")
     assert b'<a href="/servers/crm/tools/lookup/">crm/lookup</a>' in page.content
+
+
+def test_it_shows_the_counts_by_agent_and_tool_to_admins_and_auditors(admin_client, auditor_client):
+    record_call("support-agent", "process_refund", "financial.refund.process", "allow")
+    for client in (admin_client, auditor_client):
+        page = client.get("/").content
+        assert b"Top agents" in page and b"support-agent" in page
+        assert b"Top tools" in page and b"customer-ops/process_refund" in page
+
+
+def test_it_hides_the_counts_by_agent_and_tool_from_reviewers_and_users_without_a_role(reviewer_client, nobody_client):
+    record_call("support-agent", "process_refund", "financial.refund.process", "allow")
+    for client in (reviewer_client, nobody_client):
+        page = client.get("/").content
+        assert b"1 <small>in 24h</small>" in page  # the totals by decision stay
+        assert b"Top agents" not in page and b"Top tools" not in page
+        assert b"support-agent" not in page and b"process_refund" not in page

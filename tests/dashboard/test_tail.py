@@ -49,3 +49,26 @@ async def test_it_refuses_a_reviewer_and_an_anonymous_visitor(transactional_db):
     for user in (carol, AnonymousUser()):
         connected, code = await communicator(user).connect()
         assert (connected, code) == (False, 4403)
+
+
+# The tail re-checks its user before each entry it sends, and every few seconds while idle.
+
+async def test_it_stops_sending_to_an_auditor_who_lost_the_role(transactional_db):
+    ann = await database_sync_to_async(actions.create_user)(acting_user="t", username="ann", roles=["auditor"])
+    comm = communicator(ann)
+    assert (await comm.connect())[0]
+    await database_sync_to_async(ann.groups.clear)()
+    await database_sync_to_async(record_admin)("agent.created", actor="alice", target="bot")
+    assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403}
+    await comm.disconnect()
+
+
+async def test_it_closes_within_seconds_when_the_account_is_disabled(transactional_db):
+    from django.contrib.auth.models import User
+
+    ann = await database_sync_to_async(actions.create_user)(acting_user="t", username="ann", roles=["auditor"])
+    comm = communicator(ann)
+    assert (await comm.connect())[0]
+    await database_sync_to_async(User.objects.filter(username="ann").update)(is_active=False)
+    assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403}
+    await comm.disconnect()

@@ -45,6 +45,14 @@ class Upstream:
     def mcp_methods(self) -> list[str | None]:
         return [r["mcp_method"] for r in self.requests()]
 
+    def answers(self) -> list[dict[str, Any]]:
+        """What the upstream answered each tools/call it finished handling: `id`, `answered`,
+        `status` (ok or error)."""
+        path = Path(f"{self.log}.answers")
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
 
 def upstream_command(tmp_path: Path, mode: str) -> tuple[int, Path, list[str]]:
     """A free port, the request log and the argv for one upstream_app process."""

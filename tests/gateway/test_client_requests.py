@@ -21,7 +21,9 @@ import pytest
 from mcp import Client
 
 from tests.gateway.governed import (
+    DENIED,
     LEGACY,
+    MODERN,
     QUIET_SDK,
     ClientSide,
     Gateway,
@@ -29,6 +31,7 @@ from tests.gateway.governed import (
     governed_upstream,
     module_database,
     person,
+    refusal,
     save_agents,
     save_server,
     session,
@@ -55,7 +58,8 @@ def asker(test_database: None, django_db_blocker: Any, tmp_path_factory: Any) ->
         with live_gateway() as base:
             wait()
             save_server(SERVER, upstream.url)
-            world = Gateway(base, SERVER, upstream, save_agents({AGENT: {"tool_scope": {SERVER: ASKING_TOOLS}}}))
+            world = Gateway(base, SERVER, upstream,
+                            save_agents({AGENT: {"tool_scope": {SERVER: [*ASKING_TOOLS, "greet_asked"]}}}))
             world.tokens["auditor"] = person("asker-auditor", "auditor")
             person("asker-lead", "support-lead")  # a reviewer role for the escalation rule to name
             yield world
@@ -162,3 +166,27 @@ def test_it_audits_client_requests_allowed_and_denied(asker: Gateway) -> None:
     elicitation = eventually(lambda: [e for e in story("elicitation/create") if e["kind"] == "decision"])
     assert [(e["decision"], e["intent"]) for e in elicitation] == [("deny", ELICITATION)]
     assert "No questions to the user" in elicitation[0]["reason"]
+
+
+def test_it_decides_the_requests_a_2026_server_embeds_in_an_input_required_result(asker: Gateway) -> None:
+    """In the 2026-07-28 era the server asks through an `input_required` result (MRTR):
+    denied, the agent gets the denial as the answer to its call and is never asked; allowed,
+    the client answers and the retried call completes."""
+    greet = {"name": "greet", "intent": f"mcp.{SERVER}.greet_asked", "decision": "allow"}
+
+    def greet_asked(side: ClientSide) -> Any:
+        async def work(client: Client) -> Any:
+            await client.list_tools()
+            return await refusal(client.call_tool("greet_asked", {}))
+
+        return session(asker.url, asker.keys[AGENT], MODERN, work, side)
+
+    set_policies(TOOLS, greet, {"name": "no-elicitation", "intent": ELICITATION, "decision": "deny",
+                                "reason": "No questions to the user"})
+    side = ClientSide()
+    assert greet_asked(side) == (DENIED, "Denied by policy: No questions to the user")
+    assert side.elicited == []
+
+    set_policies(TOOLS, greet, {"name": "elicitation", "intent": ELICITATION, "decision": "allow"})
+    side = ClientSide()
+    assert "Hello, Peers!" in greet_asked(side) and side.elicited == ["What is your name?"]

@@ -126,3 +126,18 @@ def test_it_serves_the_product_with_the_serve_command(transactional_db):
         assert httpx.get(f"{base}/admin/login/").status_code == 200
         refused = httpx.post(f"{base}/mcp/customer-ops", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         assert refused.status_code == 401
+
+
+async def test_it_audits_the_real_client_address_of_a_local_process(demo, demo_env):
+    """No proxy is trusted by default (TRUSTED_PROXIES): X-Forwarded-For from loopback is not."""
+    base, keys, _ = demo
+    token = subprocess.run([sys.executable, "manage.py", "api_token", "erin"], cwd=ROOT, env=demo_env,
+                           capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {keys['lookup-agent']}",
+                                           "X-Forwarded-For": "203.0.113.9"})
+    async with http, Client(streamable_http_client(f"{base}/mcp/customer-ops", http_client=http)) as client:  # type: ignore[arg-type]
+        assert not (await client.call_tool("get_customer", {"customer_id": "cus_1003"})).is_error
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Token {token}"}) as auditor:
+        found = (await auditor.get("/api/audit/events/", params={"agent": "lookup-agent", "tool": "get_customer"})).json()
+    clients = {entry["client"] for entry in found["results"] if entry["kind"] == "decision"}
+    assert clients == {"127.0.0.1"}

@@ -40,7 +40,6 @@ from tests.gateway.governed import (
     RESOURCE_NOT_FOUND,
     SUBJECT_METHODS,
     Gateway,
-    answer,
     eventually,
     governed_upstream,
     module_database,
@@ -205,21 +204,21 @@ def test_it_passes_what_the_scope_admits_and_a_policy_allows(gov: Gateway, mode:
 
 
 @ERA_MODES
-def test_it_completes_a_listed_template_whose_uris_the_scope_admits_only_in_part(gov: Gateway, mode: str) -> None:
+def test_it_lists_a_template_its_scope_admits_in_part_but_refuses_to_complete_it(gov: Gateway, mode: str) -> None:
     """`reader` is shown customers://{customer_id} (its scope customers://c-4* admits some of
-    the URIs it produces), so completing that template's argument is the template's own
-    business: decided as a customers://* read (data.customer.read, allowed) and forwarded."""
+    the URIs it produces), but a completion would list values of every customer, in scope or
+    not: it is answered like a resource that does not exist, and nothing is forwarded."""
     before = gov.upstream.count()  # type: ignore[union-attr]
 
     async def work(client: Client) -> Any:
         listed = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
-        completed = await answer(client.complete(CUSTOMER_TEMPLATE, {"name": "customer_id", "value": "c-4"}))
-        return listed, completed if isinstance(completed, tuple) else completed.completion.values
+        refused = await refusal(client.complete(CUSTOMER_TEMPLATE, {"name": "customer_id", "value": "c-"}))
+        return listed, refused
 
-    listed, completed = session(gov.url, gov.keys["reader"], mode, work)
+    listed, refused = session(gov.url, gov.keys["reader"], mode, work)
     assert listed == ["customers://{customer_id}"]
-    assert completed == ["c-42", "c-43"]
-    assert [m for m, _ in subjects_reached(gov, before)].count("completion/complete") == 1
+    assert refused == (-32002, "Resource not found: customers://{customer_id}")
+    assert "completion/complete" not in [m for m, _ in subjects_reached(gov, before)]
 
 
 @ERA_MODES

@@ -123,3 +123,28 @@ def test_it_refuses_a_bad_host_before_a_bad_origin() -> None:
 ])
 def test_it_reads_the_bearer_token(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+@pytest.mark.parametrize("stream, events", [
+    # a line ends at CR, LF or CRLF only: U+2028 inside a string is not a line break
+    ('data: {"a":"x\u2028y"}\n\n'.encode(), ['{"a":"x\u2028y"}']),
+    # an event ends at any blank line, whatever mix of line ends makes it
+    (b'data: {"a":1}\n\r\ndata: {"b":2}\r\n\r\n', ['{"a":1}', '{"b":2}']),
+    (b'data: {"a":1}\r\rdata: {"b":2}\r\n\n', ['{"a":1}', '{"b":2}']),
+    # CRLF is one line end, not a line and a blank one
+    (b'data: 1\r\ndata: 2\r\n\r\n', ["1\n2"]),
+    # a BOM at the start of the stream is not part of the first field
+    (b'\xef\xbb\xbfdata: {"a":1}\n\n', ['{"a":1}']),
+])
+def test_it_reads_sse_events_as_a_client_does(stream: bytes, events: list[str]) -> None:
+    splitter = SseSplitter()
+    found = [parse_sse_event(raw).data for chunk in (stream[:7], stream[7:]) for raw in splitter.feed(chunk)]
+    assert found == events
+
+
+def test_it_refuses_an_sse_event_without_end() -> None:
+    from gateway.jsonrpc import MAX_SSE_EVENT_BYTES, SseEventTooLarge
+
+    splitter = SseSplitter()
+    with pytest.raises(SseEventTooLarge):
+        list(splitter.feed(b"data: " + b"x" * (MAX_SSE_EVENT_BYTES + 1)))

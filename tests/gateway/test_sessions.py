@@ -34,3 +34,15 @@ async def test_it_forgets_a_binding_after_its_ttl() -> None:
     store = MemoryStore()
     await store.set("k", "alice", ttl=-1)
     assert await store.get("k") is None
+
+
+@pytest.mark.parametrize("kind", stores())
+async def test_it_never_gives_a_bound_session_to_another_agent(kind: str) -> None:
+    store = RedisStore(settings.REDIS_URL) if kind == "redis" else MemoryStore()
+    bindings, elsewhere = Bindings(store), Bindings(store)
+    session = uuid.uuid4().hex
+    assert await bindings.bind("up", "session", session, "alice") == "alice"
+    assert await elsewhere.bind("up", "session", session, "mallory") == "alice"
+    assert await Bindings(store).owner("up", "session", session) == "alice"
+    assert await bindings.bind("up", "session", session, "alice") == "alice"
+    await bindings.forget("up", "session", session)

@@ -2,7 +2,8 @@
 Streamable HTTP, in stateless JSON mode or stateful SSE mode.
 
 Every HTTP request it receives is appended to the JSON Lines file named by --log (method,
-MCP method, headers that matter), so a test can prove what did or did not reach it.
+MCP method, headers that matter), so a test can prove what did or did not reach it; what it
+answered each tools/call (or that it never did) goes to FILE.answers.
 
   python tests/gateway/upstream_app.py --port 9000 --mode stateful|stateless --log FILE [--catalog governed]
 
@@ -238,6 +239,7 @@ class RequestLog:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        names = [k.decode().lower() for k, _ in scope["headers"]]
         try:
             parsed = json.loads(body) if body else None
         except ValueError:
@@ -245,11 +247,14 @@ class RequestLog:
         entry = {
             "method": scope["method"],
             "mcp_method": parsed.get("method") if isinstance(parsed, dict) else None,
+            "id": parsed.get("id") if isinstance(parsed, dict) else None,
             "is_response": isinstance(parsed, dict) and "method" not in parsed,
             "tool": (parsed.get("params") or {}).get("name") if isinstance(parsed, dict) else None,
             "uri": (parsed.get("params") or {}).get("uri") if isinstance(parsed, dict) else None,
             "error": parsed.get("error") if isinstance(parsed, dict) and "method" not in parsed else None,
             "headers": {k: headers[k] for k in LOGGED_HEADERS if k in headers},
+            "user_agents": [v.decode() for k, v in scope["headers"] if k.lower() == b"user-agent"],
+            "repeated": sorted({k for k in names if names.count(k) > 1}),
             "size": len(body),
         }
         with open(self.path, "a") as log:
@@ -263,7 +268,37 @@ class RequestLog:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.inner(scope, replay, send)
+        if entry["mcp_method"] != "tools/call":
+            await self.inner(scope, replay, send)
+            return
+        sent: list[bytes] = []
+
+        async def keep(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                sent.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.inner(scope, replay, keep)
+        finally:  # a tools/call's answer, in PATH.answers: did the call run to its end, and how
+            with open(self.path + ".answers", "a") as log:
+                log.write(json.dumps(call_answer(entry["id"], b"".join(sent))) + "\n")
+
+
+def call_answer(request_id: Any, body: bytes) -> dict[str, Any]:
+    """The tools/call response this upstream sent (the JSON body, or the data of an SSE event):
+    whether it answered at all, and `ok` or `error` (a JSON-RPC error or `isError`)."""
+    text = body.decode(errors="replace")
+    for candidate in [text, *(line[5:] for line in text.splitlines() if line.startswith("data:"))]:
+        try:
+            message = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("id") == request_id and ("result" in message or "error" in message):
+            result = message.get("result")
+            failed = "error" in message or (isinstance(result, dict) and result.get("isError") is True)
+            return {"id": request_id, "answered": True, "status": "error" if failed else "ok"}
+    return {"id": request_id, "answered": False, "status": None}
 
 
 def main() -> None:

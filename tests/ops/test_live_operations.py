@@ -135,13 +135,14 @@ def test_it_counts_real_calls_and_logs_each_with_its_call_id(live):
 
 
 def session_cookie(username: str = "carol") -> str:
+    from django.http import HttpRequest
     from django.test import Client
 
     from dashboard import actions
 
     actions.create_user(acting_user="tests", username=username, roles=["support-lead"], password="pw-" * 5)
     client = Client()
-    assert client.login(username=username, password="pw-" * 5)
+    assert client.login(request=HttpRequest(), username=username, password="pw-" * 5)  # axes needs a request
     return client.cookies["sessionid"].value
 
 

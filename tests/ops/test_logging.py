@@ -57,6 +57,36 @@ def test_it_writes_readable_text_with_the_context():
     assert line.endswith("call decided [call_id=c1 agent=a]")
 
 
+FORGED = "2026-01-01 00:00:00,000 INFO intended.gateway: call decided [agent=admin decision=allow]"
+
+
+def test_it_escapes_control_characters_so_that_a_comment_cannot_forge_lines():
+    comment = f"looks fine\n{FORGED}\r\x1b[2K\u2028\x00 tab\there"
+    line = TextFormatter().format(record("held call %s: %s", "deny", f"Denied by reviewer: {comment}",
+                                         extra={"call_id": "c1", "comment": comment}))
+    assert len(line.splitlines()) == 1
+    assert not any(ch in line for ch in "\r\x1b\x00\t\u2028")
+    assert "Denied by reviewer: looks fine\\n2026-01-01 00:00:00,000 INFO" in line
+    assert line.endswith("\\r\\x1b[2K\\u2028\\x00 tab\\there\"]")
+    assert "comment=\"looks fine\\n2026" in line  # a value with spaces is quoted: no field forged either
+
+
+def test_it_keeps_a_backslash_readable_and_unambiguous():
+    line = TextFormatter().format(record("path %s", "C:\\temp\\n", extra={"call_id": "c\\1"}))
+    assert line.endswith("path C:\\\\temp\\\\n [call_id=c\\\\1]")
+
+
+def test_it_indents_the_lines_of_an_exception_under_its_record():
+    try:
+        raise RuntimeError(f"upstream fell over\n{FORGED}")
+    except RuntimeError:
+        text = TextFormatter().format(record("boom", exc_info=sys.exc_info(), extra={"call_id": "c1"}))
+    first, *rest = text.split("\n")
+    assert first.endswith("boom [call_id=c1]")
+    assert rest and all(line.startswith("  ") for line in rest)
+    assert f"  {FORGED}" in rest
+
+
 def test_it_picks_the_format_from_the_environment():
     import subprocess
 

@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+from django.http import HttpRequest
 from django.test import Client
 
 from audit_app.models import AuditEntry
@@ -27,7 +28,7 @@ PASSWORD = "correct horse battery staple"
 def admin_client(db) -> Client:
     people.create_user(acting_user="test", username="alice", roles=["admin"], password=PASSWORD)
     client = Client()
-    assert client.login(username="alice", password=PASSWORD)
+    assert client.login(request=HttpRequest(), username="alice", password=PASSWORD)  # axes needs a request
     return client
 
 

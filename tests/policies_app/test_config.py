@@ -97,6 +97,31 @@ def test_it_names_the_line_of_each_error(text, expected):
     assert any(e.startswith(expected) for e in errors), errors
 
 
+@pytest.mark.parametrize("reviewer, expected", [
+    ("carol", "names 'carol': a reviewer is role:<name> or user:<name> (user:carol?)"),
+    ("group:support-lead", "names 'group:support-lead': a reviewer is role:<name> or user:<name>"),
+    ("'user:'", "names 'user:': a reviewer is role:<name> or user:<name>"),
+    ("'role: support-lead'", "names 'role: support-lead': a reviewer is role:<name> or user:<name>"),
+    ("user:ghost", "names the user 'ghost', who does not exist"),
+])
+def test_it_accepts_only_the_reviewers_the_approvals_honour(reviewer, expected):
+    known = Known(agents={"a1": {"ops"}}, roles={"support-lead"}, users={"carol"})
+    text = f"policies:\n  - intent: x.y\n    decision: escalate\n    escalation:\n      reviewers:\n        - role:support-lead\n        - {reviewer}\n"
+    errors = errors_of(text, known, environ={})
+    assert errors == [f"line 7: policies[0].escalation.reviewers[1] {expected}"], errors
+
+
+def test_it_accepts_reviewers_named_by_role_and_by_user():
+    known = Known(roles={"support-lead"}, users={"carol"})
+    desired = config.load("reviewers:\n  - {role: finance-lead, users: [erin]}\nvelocity_rules:\n"
+                          "  - {intent: x.y, window: 60s, max_calls: 5, exceeded_action: escalate,"
+                          " escalation: {reviewers: [role:support-lead, role:finance-lead, user:carol, user:erin]}}\n",
+                          known, environ={})
+    assert desired.policies is not None
+    assert desired.policies["velocity_rules"][0]["escalation"]["reviewers"] == [
+        "role:support-lead", "role:finance-lead", "user:carol", "user:erin"]
+
+
 def test_it_reports_every_error_at_once_in_line_order():
     errors = errors_of("agents:\n  - name: a1\n    colour: red\npolicies:\n  - {intent: x.y, decision: perhaps}\n")
     assert [e.split(":")[0] for e in errors] == ["line 3", "line 5"]
@@ -106,7 +131,7 @@ def test_it_checks_references_against_the_live_state_for_sections_left_out():
     known = Known(agents={"live-agent": {"ops"}}, roles={"support-lead"}, users={"carol"})
     desired = config.load(
         "policies:\n  - {intent: x.y, agents: [live-agent, role:ops], decision: escalate,"
-        " escalation: {reviewers: [role:support-lead, carol]}}\n", known, environ={})
+        " escalation: {reviewers: [role:support-lead, user:carol]}}\n", known, environ={})
     assert desired.agents is None and desired.servers is None and desired.policies is not None
     assert desired.policies["velocity_rules"] == []
     assert errors_of("policies:\n  - {intent: x.y, agents: [other], decision: allow}\n", known)

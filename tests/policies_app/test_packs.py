@@ -36,7 +36,11 @@ def test_it_resolves_intents_in_order(server, tool, intent):
         ({"to": "a@x.com, b@x.com; c@x.com"}, ["a@x.com", "b@x.com", "c@x.com"]),
         ({"to": ["a@x.com"], "cc": ["b@x.com"], "bcc": "c@x.com"}, ["a@x.com", "b@x.com", "c@x.com"]),
         ({"recipients": [{"email": "a@x.com", "name": "A"}, "b@x.com"]}, ["a@x.com", "b@x.com"]),
-        ({"to": "Ann <a@x.com>"}, ["a@x.com"]),
+        ({"to": "Ann <a@x.com>"}, ["Ann <a@x.com>"]),
+        ({"to": "a@x.com b@x.com\nc@x.com"}, ["a@x.com", "b@x.com", "c@x.com"]),
+        ({"to": ["a@x.com, b@x.com"], "cc": None}, ["a@x.com", "b@x.com"]),
+        # a string the tool takes as text, holding a JSON list: every item counts, "@" or not
+        ({"to": '["a\\u0040x.com", "b\\u0040x.com"]'}, ['"b\\u0040x.com"]', '["a\\u0040x.com"']),
         ({"to": []}, []),
     ],
 )
@@ -51,10 +55,32 @@ def test_it_derives_nothing_when_no_recipient_field_is_present():
 
 @pytest.mark.parametrize(
     "arguments, amount",
-    [({"amount": 120}, 120), ({"refund_amount": 12.5}, 12.5), ({"amount": "300"}, 300), ({"amount": True}, None)],
+    [
+        ({"amount": 120}, 120),
+        ({"refund_amount": 12.5}, 12.5),
+        ({"amount": 1, "refund_amount": 5000}, 5000),  # an extra key never lowers the amount
+        ({"amount": None, "total": 30}, 30),
+        ({"reason": "late"}, None),
+    ],
 )
 def test_it_derives_the_refund_amount(arguments, amount):
     assert packs.derive_attributes("saas-ops", "financial.refund.process", arguments).get("amount") == amount
+
+
+@pytest.mark.parametrize(
+    "intent, arguments, reason",
+    [
+        ("financial.refund.process", {"amount": "300"}, "the amount cannot be read from argument 'amount': a string"),
+        ("financial.refund.process", {"amount": 5, "value": "5e3"}, "argument 'value': a string"),
+        ("financial.refund.process", {"amount": True}, "argument 'amount': a boolean"),
+        ("financial.refund.process", {"amount": float("nan")}, "argument 'amount': nan"),
+        ("comms.email.send", {"to": ["a@x.com"], "cc": 3}, "the recipients cannot be read from argument 'cc': a number"),
+        ("comms.email.send", {"to": [{"name": "A"}]}, r"argument 'to'\[0\]: an object with no email or address"),
+    ],
+)
+def test_it_refuses_to_guess_at_an_argument_it_cannot_read(intent, arguments, reason):
+    with pytest.raises(packs.UnreadableArgument, match=reason):
+        packs.derive_attributes("saas-ops", intent, arguments)
 
 
 def factor_names(risk):

@@ -102,8 +102,10 @@ def live_gateway(server: str = "uvicorn", **env: str) -> Iterator[str]:
     if server == "daphne":
         argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "intended.asgi:application"]
     else:
+        # --no-proxy-headers as in production (docs/DEPLOY.md): the app reads X-Forwarded-For
+        # from TRUSTED_PROXIES only, uvicorn would believe it from loopback.
         argv = [sys.executable, "-m", "uvicorn", "intended.asgi:application", "--host", "127.0.0.1",
-                "--port", str(port), "--log-level", "warning", "--no-access-log"]
+                "--port", str(port), "--log-level", "warning", "--no-access-log", "--no-proxy-headers"]
     with running(argv, port, child_env(**env), logs / f"gateway-{port}.log"):
         base = f"http://127.0.0.1:{port}"
         httpx.get(base + "/admin/login/", timeout=10)

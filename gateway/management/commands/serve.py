@@ -62,8 +62,9 @@ def uvicorn_options(*, host: str, port: int, workers: int = 1, lifespan: str = "
         port=port,
         workers=workers,
         lifespan=lifespan,
-        proxy_headers=True,
-        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        # uvicorn would believe X-Forwarded-For from loopback; the application trusts it from
+        # TRUSTED_PROXIES only (gateway/transport_security.py::TrustedProxyHeaders).
+        proxy_headers=False,
         server_header=False,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,

@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from intended import strict_json
+from intended.strict_json import DuplicateKey
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -51,22 +54,7 @@ class InvalidMessage(Exception):
         self.request_id = request_id
 
 
-class DuplicateKey(ValueError):
-    pass
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise DuplicateKey(key)
-        obj[key] = value
-    return obj
-
-
-def loads_strict(raw: bytes) -> Any:
-    """json.loads that refuses duplicate keys at any depth (two parsers could disagree on them)."""
-    return json.loads(raw, object_pairs_hook=_reject_duplicates)
+loads_strict = strict_json.loads  # the agent's body: duplicate keys refused at any depth
 
 
 @dataclass(frozen=True)
@@ -236,7 +224,6 @@ class SseEvent:
 # a client would read such a line whole, so the gateway must too).
 SSE_LINE_END = re.compile(r"\r\n|\r|\n")
 SSE_EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")  # a line end, then an empty line
-UTF8_BOM = b"\xef\xbb\xbf"
 MAX_SSE_EVENT_BYTES = 16 * 1024 * 1024
 
 
@@ -246,7 +233,9 @@ class SseEventTooLarge(ValueError):
 
 def parse_sse_event(raw: bytes) -> SseEvent:
     event, data_lines, event_id = "", [], None
-    for line in SSE_LINE_END.split(raw.decode("utf-8", errors="replace")):
+    # A BOM opening the stream is not part of the first field name, for a client; one opening
+    # a later event is skipped too (reading more than a client does is the safe side).
+    for line in SSE_LINE_END.split(raw.decode("utf-8", errors="replace").removeprefix("\ufeff")):
         if not line or line.startswith(":"):
             continue
         field, _, value = line.partition(":")
@@ -263,20 +252,14 @@ def parse_sse_event(raw: bytes) -> SseEvent:
 
 class SseSplitter:
     """Cuts a byte stream into whole SSE events (each with its exact bytes), where a client
-    would: an event ends at any blank line (CRLF, LF or CR in any mix), a UTF-8 BOM at the start
-    of the stream is not part of the first line. An event larger than MAX_SSE_EVENT_BYTES is
+    would: an event ends at any blank line (CRLF, LF or CR in any mix). An event larger than MAX_SSE_EVENT_BYTES is
     refused (SseEventTooLarge) rather than buffered without end."""
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._started = False
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         self._buffer += chunk
-        if not self._started and len(self._buffer) >= len(UTF8_BOM):
-            self._started = True
-            if self._buffer.startswith(UTF8_BOM):
-                self._buffer = self._buffer[len(UTF8_BOM):]
         while True:
             end = _event_end(self._buffer)
             if end < 0:

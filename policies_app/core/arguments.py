@@ -18,11 +18,12 @@ Pure: no Django, no I/O.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from intended import strict_json
 
 # Plain decimal numbers only: ASCII digits, an optional fraction and exponent. Python's float()
 # and pydantic read these alike; anything more exotic is refused rather than guessed.
@@ -118,7 +119,7 @@ class _Reader:
         if "enum" in schema or "const" in schema:
             allowed = schema["enum"] if "enum" in schema else [schema["const"]]
             if not isinstance(allowed, list) or not any(_same(value, a) for a in allowed):
-                raise InvalidArguments(f"{path}: {_kind(value)} is not one of the values the tool allows")
+                raise InvalidArguments(f"{path}: {describe(value)} is not one of the values the tool allows")
         return value
 
     def union(self, value: Any, branches: list[Mapping[str, Any]], path: str) -> Any:
@@ -136,9 +137,9 @@ class _Reader:
                 return reading
             readings.append(reading)
         if not readings:
-            raise first_error or InvalidArguments(f"{path}: no type the tool declares accepts {_kind(value)}")
+            raise first_error or InvalidArguments(f"{path}: no type the tool declares accepts {describe(value)}")
         if any(not _same(r, readings[0]) for r in readings[1:]):
-            raise InvalidArguments(f"{path}: ambiguous, the tool's declared types read {_kind(value)} differently")
+            raise InvalidArguments(f"{path}: ambiguous, the tool's declared types read {describe(value)} differently")
         return readings[0]
 
     def typed(self, value: Any, declared: str, schema: Mapping[str, Any], path: str) -> Any:
@@ -164,7 +165,7 @@ class _Reader:
                 return self.object(value, schema, path)
         else:
             return value  # a type this reader does not know: as sent
-        raise InvalidArguments(f"{path}: expected {_article(declared)}, got {_kind(value)}")
+        raise InvalidArguments(f"{path}: expected {_article(declared)}, got {describe(value)}")
 
     def array(self, value: list[Any], schema: Mapping[str, Any], path: str) -> list[Any]:
         prefix = schema.get("prefixItems")
@@ -218,7 +219,7 @@ def _number(value: Any, path: str) -> int | float:
         if text.lstrip("+-").lower() in NON_FINITE_TEXT:
             raise InvalidArguments(f"{path}: the number is not finite")
         raise InvalidArguments(f"{path}: expected a number, got a string that is not a plain number")
-    raise InvalidArguments(f"{path}: expected a number, got {_kind(value)}")
+    raise InvalidArguments(f"{path}: expected a number, got {describe(value)}")
 
 
 def _integer(value: Any, path: str) -> int:
@@ -238,7 +239,7 @@ def _integer(value: Any, path: str) -> int:
             except ValueError:  # more digits than Python converts
                 raise InvalidArguments(f"{path}: the integer is too long") from None
         raise InvalidArguments(f"{path}: expected an integer, got a string that is not a plain integer")
-    raise InvalidArguments(f"{path}: expected an integer, got {_kind(value)}")
+    raise InvalidArguments(f"{path}: expected an integer, got {describe(value)}")
 
 
 def _boolean(value: Any, path: str) -> bool:
@@ -252,7 +253,7 @@ def _boolean(value: Any, path: str) -> bool:
         if value.lower() in FALSE_TEXT:
             return False
         raise InvalidArguments(f"{path}: expected a boolean, got a string that is not one")
-    raise InvalidArguments(f"{path}: expected a boolean, got {_kind(value)}")
+    raise InvalidArguments(f"{path}: expected a boolean, got {describe(value)}")
 
 
 def _finite(value: float, path: str) -> float:
@@ -276,26 +277,13 @@ def _require_finite(value: Any, path: str) -> None:
 # --- the SDK's pre-parse ------------------------------------------------------------------------
 
 
-class _DuplicateKey(Exception):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
-
-
 def _pre_parse(text: str, path: str) -> Any:
     """The SDK's `pre_parse_json` on one argument: a string holding a JSON array, object or
     null becomes that value; anything else (not JSON, or a JSON string or number) stays the
     string. Duplicate keys are refused: JSON parsers disagree on which one wins."""
     try:
-        decoded = json.loads(text, object_pairs_hook=_no_duplicates)
-    except _DuplicateKey as dup:
+        decoded = strict_json.loads(text)
+    except strict_json.DuplicateKey as dup:
         raise InvalidArguments(f"{path}: the JSON in this string repeats the key {str(dup)!r}") from None
     except (ValueError, RecursionError):
         return text
@@ -326,16 +314,19 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _kind(value: Any) -> str:
+def describe(value: Any) -> str:
+    """What a value is, in the words of an error message (`a string`, `an array`, `inf`)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, int | float):
         return "a number"
     if isinstance(value, str):
         return "a string"
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "an array"
     if isinstance(value, Mapping):
         return "an object"

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from policies_app.core.arguments import describe
 from policies_app.core.context import (
     CLIENT_REQUESTS,
     CallContext,
@@ -206,7 +207,7 @@ def _recipients(value: Any, where: str, name: str) -> list[str]:
         if not inner:
             raise UnreadableArgument(f"the {name} cannot be read from {where}: an object with no email or address")
         return [r for item in inner for r in _recipients(item, where, name)]
-    raise UnreadableArgument(f"the {name} cannot be read from {where}: {_kind(value)}")
+    raise UnreadableArgument(f"the {name} cannot be read from {where}: {describe(value)}")
 
 
 def _largest_number(arguments: Mapping[str, Any], keys: list[str], name: str) -> float | int | None:
@@ -220,26 +221,10 @@ def _largest_number(arguments: Mapping[str, Any], keys: list[str], name: str) ->
         value = arguments[key]
         if isinstance(value, bool) or not isinstance(value, int | float) \
                 or (isinstance(value, float) and not math.isfinite(value)):
-            raise UnreadableArgument(f"the {name} cannot be read from argument {key!r}: {_kind(value)}, "
+            raise UnreadableArgument(f"the {name} cannot be read from argument {key!r}: {describe(value)}, "
                                      "not a finite number")
         found.append(value)
     return max(found) if found else None
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return f"a {type(value).__name__}"
 
 
 def measure(value: Any) -> float | None:

@@ -304,18 +304,15 @@ class GatewayApp:
                 return
         if message.kind == "response":
             client_request_answered(ex, message)
-        await self._forward(ex, hook=self._message_hook(ex, message))
+        # Every answer is watched: the server's own requests and notifications may come on any
+        # stream, and every listing is filtered to the agent's scope.
+        await self._forward(ex, hook=MessageHook(ex))
 
     async def _task_is_theirs(self, ex: Exchange, message: Message) -> bool:
         task_id = message.params.get("taskId")
         if not isinstance(task_id, str):
             return False  # malformed: no task of this agent's has that id
         return await bindings.owner(ex.server.name, "task", task_id) == ex.agent.name
-
-    def _message_hook(self, ex: Exchange, message: Message) -> MessageHook:
-        """Every answer is watched: the server's own requests and notifications may come on
-        any stream, and every listing is filtered to the agent's scope."""
-        return MessageHook(ex)
 
     async def _tools_call(self, ex: Exchange, message: Message) -> None:
         params = message.params
@@ -347,9 +344,9 @@ class GatewayApp:
         ctx = governed_context(ex, message)
         if ctx is None:
             await self._protocol_error(
-            ex, message, jsonrpc.INVALID_PARAMS,
-            f"Invalid params: {message.method} needs {SUBJECT_PARAMS[message.method]} of at most "
-            f"{MAX_SUBJECT_CHARS} characters, and JSON arguments")
+                ex, message, jsonrpc.INVALID_PARAMS,
+                f"Invalid params: {message.method} needs {SUBJECT_PARAMS[message.method]} of at most "
+                f"{MAX_SUBJECT_CHARS} characters, and JSON arguments")
             return
         await self._run_governed(ex, message, ctx)
 
@@ -475,14 +472,13 @@ class GatewayApp:
 
     # --- forwarding ----------------------------------------------------------------------
 
-    async def _forward(self, ex: Exchange, *, hook: MessageHook | None,
+    async def _forward(self, ex: Exchange, *, hook: MessageHook,
                        call_deadline: float | None = None) -> int | None:
         headers = ex.request.upstream_headers()
         if ex.message is not None and ex.message.method in STREAMING_METHODS:
             headers.append((IDLE_STREAM_HEADER, "idle"))
         started = time.monotonic()
-        if hook is not None:
-            hook.started = started
+        hook.started = started
         ex.cancel_when_gone = ex.era == "modern"  # else the answer is read to its end (_run_governed)
         upstream = upstream_for(ex.server)
         try:
@@ -493,8 +489,7 @@ class GatewayApp:
                     await relay(ex, answer, hook)
                 finally:
                     await answer.aclose()
-            if hook is not None:
-                await hook.finished(started)
+            await hook.finished(started)
             return answer.status
         except (UpstreamTimeout, TimeoutError):
             text = f"Upstream {ex.server.name} did not answer within {ex.server.timeout:g}s"
@@ -502,16 +497,15 @@ class GatewayApp:
         except UpstreamError as exc:
             await self._upstream_failed(ex, hook, jsonrpc.UPSTREAM_UNREACHABLE, str(exc), "error", started)
         except asyncio.CancelledError:
-            if hook is not None:  # closed before its answer came back: the call still gets its outcome
-                await asyncio.shield(hook.failed("cancelled", started))
+            # closed before its answer came back: the call still gets its outcome
+            await asyncio.shield(hook.failed("cancelled", started))
             raise
         return None
 
-    async def _upstream_failed(self, ex: Exchange, hook: MessageHook | None, code: int, text: str,
+    async def _upstream_failed(self, ex: Exchange, hook: MessageHook, code: int, text: str,
                                status: str, started: float) -> None:
         log.warning("upstream failure on %s: %s", ex.server.name, text)
-        if hook is not None:
-            await hook.failed(status, started)
+        await hook.failed(status, started)
         request_id = ex.message.id if ex.message is not None and ex.message.kind == "request" else None
         if ex.response.started:
             if ex.response.sse and request_id is not None:
@@ -611,13 +605,8 @@ def same_id(a: Any, b: Any) -> bool:
     return a == b or (isinstance(a, str | int) and isinstance(b, str | int) and str(a) == str(b))
 
 
-# The keys of a result that list things an agent's scope limits, with the kind they list.
-LISTINGS: dict[str, str] = {
-    "tools": "tools/list",
-    "resources": "resources/list",
-    "resourceTemplates": "resources/templates/list",
-    "prompts": "prompts/list",
-}
+# The keys of a result that list things an agent's scope limits.
+LISTINGS = ("tools", "resources", "resourceTemplates", "prompts")
 
 
 async def filter_listings(ex: Exchange, message: dict[str, Any]) -> bytes | None:
@@ -827,7 +816,7 @@ def client_request_answered(ex: Exchange, message: Message) -> None:
 # --- relaying the upstream's answer ---------------------------------------------------------
 
 
-async def relay(ex: Exchange, answer: UpstreamResponse, hook: MessageHook | None) -> None:
+async def relay(ex: Exchange, answer: UpstreamResponse, hook: MessageHook) -> None:
     response = ex.response
     if answer.status in (401, 403, 407):
         raise UpstreamError(f"Upstream {ex.server.name} refused the gateway's credential (HTTP {answer.status})")
@@ -853,9 +842,9 @@ async def relay(ex: Exchange, answer: UpstreamResponse, hook: MessageHook | None
         if not response.started:
             await response.start(answer.status, headers)
         await response.end()
-    elif hook is not None and (is_json or isinstance(hook, OperationOutcome)):
+    elif is_json or isinstance(hook, OperationOutcome):
         payload = b"".join([chunk async for chunk in answer.body])
-        replaced = await offer_message(hook, payload) if payload else None
+        replaced = await hook.on_message(payload) if payload else None
         expect_call_answered(ex, answer, hook, content_type)
         if replaced == DROP:  # nothing of it may reach the agent: accepted, with no body
             await response.start(202, [(k, v) for k, v in headers if k != b"content-type"])
@@ -874,7 +863,7 @@ async def relay(ex: Exchange, answer: UpstreamResponse, hook: MessageHook | None
         await response.end()
 
 
-async def relay_into_committed_sse(ex: Exchange, answer: UpstreamResponse, hook: MessageHook | None,
+async def relay_into_committed_sse(ex: Exchange, answer: UpstreamResponse, hook: MessageHook,
                                    is_sse: bool) -> None:
     """The gateway already answered with an SSE stream (it held the call): the upstream's
     answer continues it, as events."""
@@ -887,18 +876,14 @@ async def relay_into_committed_sse(ex: Exchange, answer: UpstreamResponse, hook:
             request_id = ex.message.id if ex.message is not None else None
             payload = jsonrpc.error_body(request_id, jsonrpc.UPSTREAM_UNREACHABLE,
                                          f"Upstream {ex.server.name} answered HTTP {answer.status}")
-        replaced = await offer_message(hook, payload) if hook is not None else None
+        replaced = await hook.on_message(payload)
         expect_call_answered(ex, answer, hook, answer.header("content-type") or "")
         if replaced != DROP:
             await ex.response.chunk(jsonrpc.sse_message(payload if replaced is None else replaced))
     await ex.response.end()
 
 
-async def offer_message(hook: MessageHook, payload: bytes) -> bytes | None:
-    return await hook.on_message(payload)
-
-
-def expect_call_answered(ex: Exchange, answer: UpstreamResponse, hook: MessageHook | None,
+def expect_call_answered(ex: Exchange, answer: UpstreamResponse, hook: MessageHook,
                          content_type: str) -> None:
     """A tools/call answer that is not the call's JSON-RPC response (garbage, another id, an
     error page, a stream cut mid-event) is a failed call: the agent gets a JSON-RPC error and
@@ -914,13 +899,9 @@ def expect_call_answered(ex: Exchange, answer: UpstreamResponse, hook: MessageHo
     raise UpstreamError(f"Upstream {ex.server.name} {what}")
 
 
-async def pump_sse(answer: UpstreamResponse, hook: MessageHook | None,
+async def pump_sse(answer: UpstreamResponse, hook: MessageHook,
                    emit: Callable[[bytes], Awaitable[None]]) -> None:
     """Relay SSE event by event, as each completes (keep-alive comments included)."""
-    if hook is None:
-        async for chunk in answer.body:
-            await emit(chunk)
-        return
     splitter = jsonrpc.SseSplitter()
     try:
         async for chunk in answer.body:

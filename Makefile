@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test check lint typecheck system-packages peers bench clean
+.PHONY: demo test check lint typecheck system-packages peers bench bench-audit clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ check: lint test
 
 bench: $(STAMP) peers
 	bash bench/run.sh
+
+# The audit trail at a year's size (docs/PERFORMANCE.md): its own PostgreSQL database
+# (intended_bench_audit on DATABASE_URL's server, default postgres@127.0.0.1), N=1,000,000
+# unless AUDIT_BENCH_ARGS says otherwise (e.g. --entries 100000).
+bench-audit: $(STAMP)
+	$(PY) bench/audit_scale.py --write $(AUDIT_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -11,6 +11,8 @@ most one call.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -143,6 +145,24 @@ def visible_to(user: Any, approvals: Iterable[Approval]) -> list[Approval]:
     ]
 
 
+def decidable_pending(user: Any, now: Any = None) -> list[Approval]:
+    """The open approvals waiting for this user's decision, soonest deadline first: what the nav
+    badge and the page title count, and where "next" leads. A quorum approval they have voted
+    on waits for others, not for them. Groups are read once, not per approval."""
+    if not user or not user.is_authenticated:
+        return []
+    name = user.get_username()
+    pending = (Approval.objects.filter(status=PENDING, expires_at__gt=now or timezone.now())
+               .exclude(votes__reviewer=name).order_by("expires_at", "id"))
+    admin = is_admin(user)
+    groups = set(user.groups.values_list("name", flat=True))
+    return [
+        a for a in pending
+        if name not in {a.agent_owner, a.requester}
+        and (admin or name in reviewer_users(a.reviewers) or bool(groups & reviewer_groups(a.reviewers)))
+    ]
+
+
 def deny_reason(approval: Approval) -> str:
     """What the agent reads when its call comes back without approval."""
     if approval.status == EXPIRED:
@@ -227,34 +247,63 @@ def _on_commit_publish(approval_id: int, event: str) -> None:
 
 
 _in_process_worker: Any = None
+_waiting_retries: set[threading.Timer] = set()
+_waiting_lock = threading.Lock()
 
 
-def run_in_background(task: Any, *args: Any) -> None:
+def run_in_background(task: Any, *args: Any, countdown: float = 0.0, retries: int = 0) -> None:
     """Queue a Celery task; on the embedded default (eager tasks) hand it to one in-process
     worker thread instead, so that a slow webhook never holds up the gateway or a reviewer,
-    and a burst of escalations does not become a burst of threads fighting for SQLite."""
+    and a burst of escalations does not become a burst of threads fighting for SQLite.
+
+    `countdown` and `retries` are how a task run in process retries: Celery would run an eager
+    task's retry at once, in the same thread; here a timer queues it after its backoff, so
+    the worker thread is free meanwhile, as a worker is between a broker's retries."""
     global _in_process_worker
     if not getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
-        task.delay(*args)
+        task.apply_async(args=args, countdown=countdown or None, retries=retries)
         return
     if _in_process_worker is None:
         from concurrent.futures import ThreadPoolExecutor
 
         _in_process_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="approvals-notify")
-    _in_process_worker.submit(_run_eager, task, args)
+    if countdown <= 0:
+        _in_process_worker.submit(_run_eager, task, args, retries)
+        return
+
+    def due() -> None:
+        with _waiting_lock:
+            _waiting_retries.discard(timer)
+        _in_process_worker.submit(_run_eager, task, args, retries)
+
+    timer = threading.Timer(countdown, due)
+    timer.daemon = True  # a retry still waiting when the process exits is dropped, as in eager Celery
+    with _waiting_lock:
+        _waiting_retries.add(timer)
+    timer.start()
 
 
 def drain_in_process_worker(timeout: float = 10.0) -> None:
-    """Wait until the in-process worker has run everything queued so far (tests, shutdown)."""
-    if _in_process_worker is not None:
-        _in_process_worker.submit(lambda: None).result(timeout)
+    """Wait until the in-process worker has run everything queued so far, retries waiting for
+    their backoff included (tests, shutdown)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _waiting_lock:
+            waiting = list(_waiting_retries)
+        for timer in waiting:
+            timer.join(max(0.0, deadline - time.monotonic()))
+        if _in_process_worker is not None:
+            _in_process_worker.submit(lambda: None).result(max(0.0, deadline - time.monotonic()))
+        with _waiting_lock:
+            if not _waiting_retries or time.monotonic() >= deadline:
+                return
 
 
-def _run_eager(task: Any, args: tuple[Any, ...]) -> None:
+def _run_eager(task: Any, args: tuple[Any, ...], retries: int = 0) -> None:
     from django.db import connection
 
     try:
-        task.apply(args=args)
+        task.apply(args=args, retries=retries)
     except Exception:
         log.exception("background task %s failed", getattr(task, "name", task))
     finally:

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import logging
+
 from django.apps import AppConfig
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 
 def held_count() -> int:
@@ -8,6 +12,21 @@ def held_count() -> int:
     from approvals_app.models import PENDING, Approval
 
     return Approval.objects.filter(status=PENDING).count()
+
+
+def check_webhook_secret(secret: str) -> None:
+    """Refuse, at start-up, a secret the webhooks could not be signed with; warn about one of
+    the old format (it signs, but receivers need its whsec_ form)."""
+    from approvals_app import webhooks
+
+    try:
+        webhooks.signing_keys(secret)
+    except webhooks.BadSecret as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+    if webhooks.is_legacy(secret):
+        logging.getLogger("intended.approvals").warning(
+            "INTENDED_WEBHOOK_SECRET is not in the whsec_<base64> form of Standard Webhooks; it "
+            "still signs, and receivers verify with its whsec_ form (docs/APPROVALS.md, Upgrading)")
 
 
 class ApprovalsConfig(AppConfig):
@@ -19,6 +38,8 @@ class ApprovalsConfig(AppConfig):
         # run in-process); `celery -A intended` loads the same module on the worker's side.
         import intended.celery  # noqa: F401
         from intended import metrics
+
+        check_webhook_secret(getattr(settings, "INTENDED_WEBHOOK_SECRET", ""))
 
         metrics.register_gauge(
             "intended_approvals_held", "Escalated calls waiting for a reviewer's decision.", held_count

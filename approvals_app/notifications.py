@@ -2,17 +2,17 @@
 an approval is requested and again shortly before it expires. Each is sent once per approval:
 a `Notification` row is claimed first (its unique key makes a second claim fail), then sent.
 
-The webhook body is signed with HMAC-SHA256 over the exact bytes sent, in the header
-`X-Intended-Signature: sha256=<hex>`, with the shared secret INTENDED_WEBHOOK_SECRET.
+The webhook is signed as Standard Webhooks says (`approvals_app/webhooks.py`) with
+INTENDED_WEBHOOK_SECRET, and delivered by its own Celery task (`tasks.deliver_webhook`), which
+retries with Celery's retry and an exponential backoff, under the same `webhook-id` each time.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -22,7 +22,14 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from approvals_app.actions import _audit, as_json, reviewer_groups, reviewer_users
+from approvals_app import webhooks
+from approvals_app.actions import (
+    _audit,
+    as_json,
+    reviewer_groups,
+    reviewer_users,
+    run_in_background,
+)
 from approvals_app.models import PENDING, Approval, Notification
 
 log = logging.getLogger("intended.approvals")
@@ -32,14 +39,6 @@ REMINDER = Notification.REMINDER
 
 
 # --- pure --------------------------------------------------------------------------------------
-
-
-def sign(body: bytes, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def verify(body: bytes, secret: str, header: str) -> bool:
-    return hmac.compare_digest(sign(body, secret), header or "")
 
 
 def detail_url(approval_id: int) -> str:
@@ -140,49 +139,66 @@ def send_email(approval: Approval, kind: str) -> bool:
     return True
 
 
-# --- webhook -------------------------------------------------------------------------------------
+# --- webhook ---------------------------------------------------------------------------------------
 
 Post = Callable[[str, bytes, dict[str, str]], int]
+
+# One attempt's bound: a receiver that hangs holds a worker (or the embedded default's one
+# notification thread) for no longer than this.
+WEBHOOK_TIMEOUT_SECONDS = 10.0
 
 
 def _http_post(url: str, body: bytes, headers: dict[str, str]) -> int:
     import httpx
 
-    return httpx.post(url, content=body, headers=headers, timeout=10.0).status_code
+    return httpx.post(url, content=body, headers=headers, timeout=WEBHOOK_TIMEOUT_SECONDS).status_code
 
 
-def deliver_webhook(approval: Approval, kind: str, *, post: Post = _http_post,
-                    sleep: Callable[[float], None] = time.sleep) -> bool:
+def queue_webhook(approval: Approval, kind: str) -> bool:
+    """Claim the webhook notification and hand its delivery to the `deliver_webhook` task. The
+    body and the message id are fixed here, so that every retry sends the same delivery."""
     url = getattr(settings, "INTENDED_WEBHOOK_URL", "")
     if not url:
         return False
     note = _claim(approval, Notification.WEBHOOK, kind)
     if note is None:
         return False
-    secret = getattr(settings, "INTENDED_WEBHOOK_SECRET", "")
     style = getattr(settings, "INTENDED_WEBHOOK_FORMAT", "json")
-    body = json.dumps(webhook_payload(as_json(approval), kind, style), sort_keys=True).encode()
-    headers = {"Content-Type": "application/json", "X-Intended-Event": f"approval.{kind}",
-               "X-Intended-Delivery": f"{approval.pk}-{kind}"}
-    if secret:
-        headers["X-Intended-Signature"] = sign(body, secret)
-    attempts = int(getattr(settings, "INTENDED_WEBHOOK_ATTEMPTS", 4))
-    backoff = float(getattr(settings, "INTENDED_WEBHOOK_BACKOFF_SECONDS", 1.0))
-    error = ""
-    for attempt in range(1, attempts + 1):
-        try:
-            status = post(url, body, headers)
-            if 200 <= status < 300:
-                _finish(note, ok=True, attempts=attempt, error="", detail={"http_status": status})
-                return True
-            error = f"HTTP {status}"
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        if attempt < attempts:
-            sleep(backoff * 2 ** (attempt - 1))
-    log.warning("approval %s: webhook failed after %d attempts: %s", approval.pk, attempts, error)
-    _finish(note, ok=False, attempts=attempts, error=error, detail={"error": error})
-    return False
+    body = json.dumps(webhook_payload(as_json(approval), kind, style), sort_keys=True)
+    from approvals_app import tasks
+
+    run_in_background(tasks.deliver_webhook, note.pk, f"msg_{uuid.uuid4().hex}", body)
+    return True
+
+
+def deliver_webhook(notification_id: int, message_id: str, body: str, *, attempt: int,
+                    post: Post = _http_post, now: Callable[[], float] = time.time) -> float | None:
+    """One attempt (1-based) at delivering a claimed webhook, signed at the time of sending.
+    Returns the seconds to wait before the next attempt, or None when done: delivered, or the
+    last attempt failed (logged, and audited as `notify_failed`)."""
+    note = Notification.objects.select_related("approval").get(pk=notification_id)
+    if note.sent_at is not None:  # a task the broker delivered twice: sent already
+        return None
+    keys = webhooks.signing_keys(getattr(settings, "INTENDED_WEBHOOK_SECRET", ""))
+    data = body.encode()
+    headers = {"Content-Type": "application/json",
+               **webhooks.signed_headers(keys, message_id, int(now()), data)}
+    try:
+        status = post(settings.INTENDED_WEBHOOK_URL, data, headers)
+        error = "" if 200 <= status < 300 else f"HTTP {status}"
+    except Exception as exc:
+        status, error = 0, f"{type(exc).__name__}: {exc}"
+    detail: dict[str, Any] = {"webhook_id": message_id}
+    if not error:
+        _finish(note, ok=True, attempts=attempt, error="", detail={**detail, "http_status": status})
+        return None
+    attempts = int(getattr(settings, "INTENDED_WEBHOOK_ATTEMPTS", 5))
+    if attempt < attempts:
+        Notification.objects.filter(pk=note.pk).update(attempts=attempt, error=error[:2000])
+        return webhooks.retry_delay(attempt, float(getattr(settings, "INTENDED_WEBHOOK_BACKOFF_SECONDS", 2.0)))
+    log.warning("approval %s: webhook failed after %d attempts: %s", note.approval_id, attempt, error)
+    _finish(note, ok=False, attempts=attempt, error=error, detail={**detail, "error": error})
+    return None
 
 
 # --- what the tasks run ------------------------------------------------------------------------
@@ -193,7 +209,7 @@ def notify(approval_id: int, kind: str = REQUESTED) -> None:
     if approval is None or approval.status != PENDING:
         return
     send_email(approval, kind)
-    deliver_webhook(approval, kind)
+    queue_webhook(approval, kind)
 
 
 def remind_due() -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 
@@ -10,6 +12,22 @@ def notify_requested(approval_id: int) -> None:
     from approvals_app import notifications
 
     notifications.notify(approval_id, notifications.REQUESTED)
+
+
+@shared_task(bind=True, name="approvals_app.tasks.deliver_webhook", ignore_result=True)
+def deliver_webhook(self: Any, notification_id: int, message_id: str, body: str) -> None:
+    """One attempt; a failed one is retried by Celery after its backoff, with the same
+    arguments (so the same webhook-id and body), up to INTENDED_WEBHOOK_ATTEMPTS in all."""
+    from approvals_app import actions, notifications
+
+    attempt = self.request.retries + 1
+    countdown = notifications.deliver_webhook(notification_id, message_id, body, attempt=attempt)
+    if countdown is None:
+        return
+    if self.request.is_eager:  # Celery would retry at once in this thread, ignoring the countdown
+        actions.run_in_background(self, notification_id, message_id, body, countdown=countdown, retries=attempt)
+        return
+    raise self.retry(countdown=countdown, max_retries=None)  # the bound is the attempt count above
 
 
 @shared_task(name="approvals_app.tasks.remind", ignore_result=True)

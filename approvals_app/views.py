@@ -9,17 +9,18 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from approvals_app import actions
-from approvals_app.forms import DecisionForm
+from approvals_app.forms import DENY_NEEDS_COMMENT, DecisionForm
 from approvals_app.models import PENDING, Approval
 
 HISTORY_LIMIT = 200
 
 
 def _rows(request: HttpRequest) -> list[dict]:
-    pending = Approval.objects.filter(status=PENDING).order_by("expires_at", "id")
+    pending = Approval.objects.filter(status=PENDING, expires_at__gt=timezone.now()).order_by("expires_at", "id")
     return [{"approval": a, "may_decide": actions.may_decide(request.user, a)[0]}
             for a in actions.visible_to(request.user, pending)]
 
@@ -28,13 +29,24 @@ def _rows(request: HttpRequest) -> list[dict]:
 def queue(request: HttpRequest) -> HttpResponse:
     if request.GET.get("fragment") == "rows":
         return render(request, "approvals/_rows.html", {"rows": _rows(request)})
-    return render(request, "approvals/queue.html", {"rows": _rows(request)})
+    return render(request, "approvals/queue.html", {"rows": _rows(request), "approvals_live": True})
+
+
+@login_required
+def next_pending(request: HttpRequest) -> HttpResponse:
+    """The open approval this user should decide next (soonest deadline), else the queue: where
+    the nav badge leads, and where a decision goes on to."""
+    waiting = actions.decidable_pending(request.user)
+    return redirect("approvals:detail", pk=waiting[0].pk) if waiting else redirect("approvals:queue")
 
 
 def _visible(request: HttpRequest, pk: int) -> Approval:
     approval = get_object_or_404(Approval, pk=pk)
     if not actions.may_see(request.user, approval):
         raise Http404("No such approval")
+    if approval.status == PENDING and not approval.is_open():  # never "pending" past its deadline
+        actions.expire(approval.pk)
+        approval.refresh_from_db()
     return approval
 
 
@@ -52,6 +64,8 @@ def _detail(request: HttpRequest, approval: Approval, *, form: DecisionForm | No
         "why_not": why,
         "form": form or DecisionForm(),
         "error": error,
+        "approvals_live": True,
+        "deny_needs_comment": DENY_NEEDS_COMMENT,
     }, status=status)
 
 
@@ -64,7 +78,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def decide(request: HttpRequest, pk: int, verdict: str) -> HttpResponse:
     approval = _visible(request, pk)
-    form = DecisionForm(request.POST)
+    form = DecisionForm(request.POST, verdict=verdict)
     if not form.is_valid():
         return _detail(request, approval, form=form, status=400)
     try:
@@ -75,8 +89,12 @@ def decide(request: HttpRequest, pk: int, verdict: str) -> HttpResponse:
     except actions.AlreadyDecided as exc:
         approval.refresh_from_db()
         return _detail(request, approval, form=form, error=str(exc), status=409)
-    messages.success(request, f"Approval {approval.pk}: {approval.status}")
-    return redirect("approvals:detail", pk=approval.pk)
+    if approval.status == PENDING:  # a quorum vote that did not settle it yet
+        messages.success(request, f"Approval {approval.pk}: your vote to approve is counted; "
+                                  f"it needs {approval.required} approvals.")
+    else:
+        messages.success(request, f"Approval {approval.pk} {approval.status}.")
+    return redirect("approvals:next")
 
 
 @login_required

@@ -18,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -31,7 +30,7 @@ from channels.db import database_sync_to_async
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from audit_app import chain, keys, signing
+from audit_app import chain, keys, signing, witness
 from audit_app.models import AuditEntry, ChainAlert, ChainHead, Checkpoint
 from audit_app.verify import Expectation, IntegrityFailure, check_chain
 from intended import metrics
@@ -119,20 +118,50 @@ def _linked(drafts: list[dict[str, str]], seq: int, prev: str, now: datetime) ->
     return linked
 
 
-def append_entries(drafts: list[dict[str, str]]) -> list[AuditEntry]:
+# How far behind the last entry's time this process's clock may be and still have its entries
+# stamped with that time. Beyond it the clock is wrong, or the one before was: the entry keeps
+# its own clock's time (an error is logged), because pinning every later entry to a far-off
+# time would falsify the trail more than an out-of-order stamp does.
+MAX_CLOCK_BEHIND = timedelta(minutes=5)
+
+
+def _stamp(last_time: datetime | None) -> datetime:
+    """The time of the next entries: now, but never earlier than the entry before them (clocks
+    of several processes disagree by a little, and a clock can step back). Searches rely on it:
+    a time range is then a seq range (queries.seq_range)."""
+    now = timezone.now()
+    if last_time is None or last_time <= now:
+        return now
+    if last_time - now > MAX_CLOCK_BEHIND:
+        log.error("this process's clock is %s behind the last audit entry's time (%s); stamping its own time, "
+                  "so searches by time around here may miss entries: check the clocks (NTP)",
+                  last_time - now, last_time.isoformat())
+        return now
+    return last_time
+
+
+def append_entries(drafts: list[dict[str, str]]) -> int:
     """Append encoded drafts (`encode_draft`) under the chain head's lock, in one transaction or
-    inside the caller's. The gateway's own batches usually take `_DirectAppender` instead."""
+    inside the caller's, and return the chain's new size. The gateway's own batches usually
+    take `_DirectAppender` instead."""
     with transaction.atomic():
         head = _locked_head()
-        now = timezone.now()
-        rows = [_entry(draft, seq, now, data, leaf)
-                for draft, (seq, data, leaf) in zip(drafts, _linked(drafts, head.size, head.last_leaf_hash, now),
-                                                    strict=True)]
-        size, last = (rows[-1].seq + 1, rows[-1].leaf_hash) if rows else (head.size, head.last_leaf_hash)
-        AuditEntry.objects.bulk_create(rows)
-        ChainHead.objects.filter(pk=1).update(size=size, last_leaf_hash=last)
-    _head_seen[:] = [size, last] if not connection.in_atomic_block else []
-    return rows
+        now = _stamp(head.last_time)
+        linked = _linked(drafts, head.size, head.last_leaf_hash, now)
+        if not linked:
+            return head.size
+        size, last = head.size + len(linked), linked[-1][2]
+        if connection.vendor == "postgresql":
+            # one INSERT ... unnest statement with binary parameters, not the ORM's bulk_create
+            # (model instances and text-escaped bytes were most of this path's CPU)
+            with psycopg.Cursor(connection.connection) as raw:
+                raw.execute(_INSERT_SQL, [now, *_columns(drafts, linked)])
+        else:
+            AuditEntry.objects.bulk_create([_entry(draft, seq, now, data, leaf)
+                                            for draft, (seq, data, leaf) in zip(drafts, linked, strict=True)])
+        ChainHead.objects.filter(pk=1).update(size=size, last_leaf_hash=last, last_time=now)
+    _head_seen[:] = [size, last, now] if not connection.in_atomic_block else []
+    return size
 
 
 def _entry(draft: dict[str, str], seq: int, now: datetime, data: bytes, leaf: str) -> AuditEntry:
@@ -140,22 +169,24 @@ def _entry(draft: dict[str, str], seq: int, now: datetime, data: bytes, leaf: st
                       **{name: _column(draft, name, limit) for name, limit in QUERY_COLUMNS})
 
 
+def _columns(drafts: list[dict[str, str]], linked: list[tuple[int, bytes, str]]) -> list[list[Any]]:
+    """The batch as the column arrays of `_INSERT_SQL`'s unnest."""
+    columns: list[list[Any]] = [[seq for seq, _, _ in linked]]
+    columns += [[_column(draft, name, limit) for draft in drafts] for name, limit in QUERY_COLUMNS]
+    columns += [[data for _, data, _ in linked], [leaf for _, _, leaf in linked]]
+    return columns
+
+
 # The query columns copied out of each entry, with their length limits (AuditEntry's fields).
 QUERY_COLUMNS = (("kind", 16), ("call_id", 32), ("agent", 64), ("server", 64), ("tool", 200),
                  ("intent", 200), ("decision", 16), ("operation", 64), ("subject", 500), ("user", 150))
 
-# The chain head as this process last wrote it: [size, last_leaf_hash], or [] when unknown.
+# The chain head as this process last wrote it: [size, last_leaf_hash, last_time], or [] when unknown.
 _head_seen: list[Any] = []
 
-# One round trip, one implicit transaction: move the head only if it is still where this
-# process last saw it (the UPDATE locks the row; a concurrent writer's change makes it match
-# nothing), and insert the rows only if the head moved. Parameters go in binary (%b): the
-# canonical bytes need no escaping, a third less client CPU per batch than text.
-_APPEND_SQL = """
-WITH head AS (
-    UPDATE audit_app_chainhead SET size = %b, last_leaf_hash = %b
-    WHERE id = 1 AND size = %b AND last_leaf_hash = %b RETURNING id
-)
+# A batch as one INSERT of column arrays. Parameters go in binary (%b): the canonical bytes
+# need no escaping, a third less client CPU per batch than text.
+_INSERT_SQL = """
 INSERT INTO audit_app_auditentry
     (seq, time, kind, call_id, agent, server, tool, intent, decision, operation, subject, "user", canonical,
      leaf_hash)
@@ -164,7 +195,16 @@ SELECT r.seq, %b, r.kind, r.call_id, r.agent, r.server, r.tool, r.intent, r.deci
 FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
             %b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[])
      AS r(seq, kind, call_id, agent, server, tool, intent, decision, operation, subject, usr, canonical, leaf_hash)
-WHERE EXISTS (SELECT 1 FROM head)
+"""
+
+# One round trip, one implicit transaction: move the head only if it is still where this
+# process last saw it (the UPDATE locks the row; a concurrent writer's change makes it match
+# nothing), and insert the rows only if the head moved.
+_APPEND_SQL = """
+WITH head AS (
+    UPDATE audit_app_chainhead SET size = %b, last_leaf_hash = %b, last_time = %b
+    WHERE id = 1 AND size = %b AND last_leaf_hash = %b RETURNING id
+)""" + _INSERT_SQL + """WHERE EXISTS (SELECT 1 FROM head)
 """
 
 
@@ -190,23 +230,21 @@ class _DirectAppender:
         loop = asyncio.get_running_loop()
         if not _head_seen or not self._owned_by(loop):
             return False
-        start, start_prev = _head_seen
-        now = timezone.now()
+        start, start_prev, start_time = _head_seen
+        now = _stamp(start_time)  # the head is as this process left it, or the statement writes nothing
         linked = _linked(drafts, start, start_prev, now)
-        columns: list[list[Any]] = [[seq for seq, _, _ in linked]]
-        columns += [[_column(draft, name, limit) for draft in drafts] for name, limit in QUERY_COLUMNS]
-        columns += [[data for _, data, _ in linked], [leaf for _, _, leaf in linked]]
         size, last = start + len(linked), linked[-1][2]
         try:
             conn = await self._connection(loop)
-            cursor = await conn.execute(_APPEND_SQL, [size, last, start, start_prev, now, *columns])
+            cursor = await conn.execute(_APPEND_SQL, [size, last, now, start, start_prev, now,
+                                                      *_columns(drafts, linked)])
         except psycopg.Error:
             self.close()  # a broken connection is replaced on the next batch
             raise
         if cursor.rowcount != len(linked):
             _head_seen[:] = []
             return False
-        _head_seen[:] = [size, last]
+        _head_seen[:] = [size, last, now]
         return True
 
     def _owned_by(self, loop: asyncio.AbstractEventLoop) -> bool:
@@ -226,6 +264,11 @@ class _DirectAppender:
             params = connection.get_connection_params()
             for sync_only in ("context", "cursor_factory"):
                 params.pop(sync_only, None)
+            # Django turns prepared statements off (prepare_threshold=None, for poolers); this
+            # connection runs one statement over and over, whose parse and plan cost more than
+            # a row's insert, so it keeps psycopg's default: prepared after 5 uses
+            # (docs/DEPLOY.md: PgBouncer in transaction mode needs 1.21+ with max_prepared_statements).
+            params.pop("prepare_threshold", None)
             params.setdefault("connect_timeout", 5)
             self.conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
         return self.conn
@@ -362,19 +405,15 @@ def _writer() -> _GroupCommit:
     return writer
 
 
-async def _commit(draft: dict[str, Any]) -> None:
-    await _writer().submit(encode_draft(draft))
-
-
 async def record_decision(record: Mapping[str, Any]) -> None:
     """A decision entry (`kind: decision`, built by the decision core), committed before this
     returns; raises AuditWriteError when it cannot be."""
-    await _commit(_entry_fields(record, "decision"))
+    await _writer().submit(encode_record(record, "decision"))
 
 
 async def record_outcome(record: Mapping[str, Any]) -> None:
     """An outcome entry, committed before this returns."""
-    await _commit(_entry_fields(record, "outcome"))
+    await _writer().submit(encode_record(record, "outcome"))
 
 
 def submit_outcome(record: Mapping[str, Any]) -> None:
@@ -382,14 +421,23 @@ def submit_outcome(record: Mapping[str, Any]) -> None:
     the result is relayed at once). A failed write is retried in the background with a log
     line and the metric intended_audit_outcome_write_failures; raises only if the entry
     cannot be encoded."""
-    _writer().submit_in_background(encode_draft(_entry_fields(record, "outcome")))
+    _writer().submit_in_background(encode_record(record, "outcome"))
 
 
-def _entry_fields(record: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """A plain record as entry fields: JSON-safe values, and the kind it must be."""
+def encode_record(record: Mapping[str, Any], kind: str) -> dict[str, str]:
+    """A plain record (the kind it must be) as an encoded draft, each value encoded once.
+
+    The common record is plain JSON data and takes one pass; one that is not (a value RFC 8785
+    cannot encode, a lone surrogate) is encoded again with readable stand-ins (`_jsonable`).
+    Encoding every record twice cost about 22 µs of CPU per entry (docs/PERFORMANCE.md)."""
     if record.get("kind") != kind:
         raise AuditWriteError(f"expected a {kind} record, got {record.get('kind')!r}")
-    return {name: _jsonable(value) for name, value in record.items()}
+    try:
+        members = chain.canonical_members(record)  # type: ignore[arg-type]
+        "".join(members.values()).encode("utf-8")  # a lone surrogate fails here, not in the writer's batch
+        return members
+    except (ValueError, RecursionError):
+        return encode_draft({name: _jsonable(value) for name, value in record.items()})
 
 
 def record_admin(action: str, *, actor: str, target: str = "", details: dict[str, Any] | None = None) -> None:
@@ -476,60 +524,133 @@ def _stable_log_id() -> str:
     return first[:16] if first else "empty"
 
 
-def witness_path(log_id: str) -> Any:
-    return keys.key_dir() / f"witness-{log_id}.jsonl"
+# Checkpoint rows kept in the database: the newest KEEP_RECENT_CHECKPOINTS, and before them the
+# last one of each UTC day. The latest signed root commits to every entry before it, so dropping
+# the others loses no proof; they only help to say where a break lies (docs/AUDIT.md).
+KEEP_RECENT_CHECKPOINTS = 1000
+PRUNE_BATCH = 1000  # rows decided per pass, so a backlog (an upgrade) costs every pass the same
+# Sealed entries each pass re-reads, from where the last pass stopped, so that an entry deleted
+# or edited deep in the history is found within size / PATROL_BATCH passes at a fixed cost.
+PATROL_BATCH = 2000
 
 
-def kept_checkpoints() -> list[signing.Checkpoint]:
-    """The checkpoints the sealer wrote outside the database, verified with the signing keys."""
-    path = witness_path(_stable_log_id())
-    if not path.exists():
-        return []
-    verifiers = keys.verifiers()
-    result: list[signing.Checkpoint] = []
-    for line in path.read_text().splitlines():
-        try:
-            result.append(signing.open_checkpoint(json.loads(line)["note"], verifiers, origin=keys.origin())[0])
-        except (ValueError, KeyError):
-            log.warning("unreadable line in the checkpoint witness file %s", path)
-    return result
+@dataclass(frozen=True)
+class _Base:
+    """What a seal pass extends: the last trusted checkpoint, its compact range (frontier), the
+    leaf hash of its last entry, and how far the checkpoint rows have been pruned."""
+
+    size: int
+    root: bytes
+    compact: chain.CompactRange
+    last_leaf: bytes
+    pruned_below: int
 
 
-def _keep(checkpoint: signing.Checkpoint, note: str) -> None:
-    path = witness_path(_stable_log_id())
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a") as handle:
-        handle.write(json.dumps({"size": checkpoint.size, "root": signing.b64(checkpoint.root_hash), "note": note}) + "\n")
+def _trusted_base(log_id: str, verifiers: list[signing.Verifier]) -> _Base:
+    """The state the sealer kept in its witness file (outside the database), checked against the
+    database's latest checkpoint; a database behind it, or with another root at its size, was
+    truncated, rolled back or forked."""
+    kept = witness.latest(log_id, verifiers, keys.origin())
+    row = Checkpoint.objects.order_by("-size").first()
+    stored = row.size if row is not None else 0
+    if kept is not None and (stored < kept.size or (stored == kept.size and row is not None
+                                                    and row.root_hash != kept.root.hex())):
+        raise IntegrityFailure(
+            min(kept.size, stored),
+            f"the database holds {stored} sealed entries but a checkpoint kept outside it has "
+            f"{kept.size} (truncated, rolled back or forked)",
+        )
+    compact = kept.compact if kept is not None and stored == kept.size else None
+    if kept is not None and compact is not None:
+        base = _Base(kept.size, kept.root, compact, kept.last_leaf or b"", kept.pruned_below)
+    else:  # the first pass, a witness file of the old format, or one that lags the database
+        base = _stored_base(row, verifiers, kept.pruned_below if kept is not None else 0)
+    _check_tail(base)
+    return base
 
 
-def _check_before_extending(last: Checkpoint | None, verifiers: list[signing.Verifier]) -> chain.CompactRange:
-    if last is None:
-        return chain.CompactRange()
+def _stored_base(row: Checkpoint | None, verifiers: list[signing.Verifier], pruned_below: int) -> _Base:
+    """The database's latest checkpoint as the base, once its signature and frontier check out."""
+    if row is None:
+        return _Base(0, chain.EMPTY_ROOT, chain.CompactRange(), b"", 0)
     try:
-        signed, _ = signing.open_checkpoint(last.note, verifiers, origin=keys.origin())
-    except signing.NoteError as exc:
+        signed, _ = signing.open_checkpoint(row.note, verifiers, origin=keys.origin())
+        compact = chain.CompactRange(row.size, [bytes.fromhex(h) for h in row.frontier])
+    except (ValueError, TypeError) as exc:
         raise IntegrityFailure(None, f"the last checkpoint does not verify: {exc}") from None
-    compact = chain.CompactRange(last.size, [bytes.fromhex(h) for h in last.frontier])
-    if signed.size != last.size or compact.root() != signed.root_hash:
+    if signed.size != row.size or compact.root() != signed.root_hash:
         raise IntegrityFailure(None, "the stored tree state does not match the last signed checkpoint")
-    present = AuditEntry.objects.filter(seq__lt=last.size).count()
-    if present != last.size:
-        first_gap = _first_missing_seq(last.size)
-        raise IntegrityFailure(first_gap, f"only {present} of the {last.size} sealed entries are present")
-    tail = AuditEntry.objects.filter(seq=last.size - 1).values_list("canonical", flat=True).first()
-    if last.size and (tail is None or chain.leaf_hash(bytes(tail)).hex() != last.last_leaf_hash):
-        raise IntegrityFailure(last.size - 1, "the last sealed entry was changed since it was sealed")
-    return compact
+    return _Base(row.size, signed.root_hash, compact, bytes.fromhex(row.last_leaf_hash or ""), pruned_below)
+
+
+def _check_tail(base: _Base) -> None:
+    """The last sealed entry is still there and unchanged (one row). The new entries are checked
+    as they are read, the first of them against this one; the rest of the history by the
+    patrol, a slice per pass, and by audit_verify."""
+    if base.size == 0:
+        return
+    tail = AuditEntry.objects.filter(seq=base.size - 1).values_list("canonical", flat=True).first()
+    if tail is None:
+        first_gap = _first_missing_seq(base.size)
+        raise IntegrityFailure(first_gap, f"sealed entries are missing from seq {first_gap} (the log was sealed "
+                                          f"up to seq {base.size - 1})")
+    if chain.leaf_hash(bytes(tail)) != base.last_leaf:
+        raise IntegrityFailure(base.size - 1, "the last sealed entry was changed since it was sealed")
+
+
+def _patrol(patrol: witness.Patrol, base: _Base) -> witness.Patrol:
+    """Re-read the next PATROL_BATCH sealed entries (bytes, leaf hash, link, seq), extending the
+    patrol's own compact range; at the end of the sealed history its root must be the signed
+    one, and the patrol starts again from seq 0. Returns where the next pass goes on."""
+    if patrol.next > base.size:  # the history it was reading is not there any more
+        patrol = witness.Patrol()
+    stop = min(patrol.next + PATROL_BATCH, base.size)
+    rows = ((seq, bytes(data), leaf) for seq, data, leaf in
+            AuditEntry.objects.filter(seq__gte=patrol.next, seq__lt=stop).order_by("seq")
+            .values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000))
+    report = check_chain(rows, start=patrol.next, prev_leaf=patrol.prev, compact=patrol.compact)
+    if report.size != stop:
+        raise IntegrityFailure(report.size, f"sealed entries are missing from seq {report.size}")
+    if stop < base.size:
+        return witness.Patrol(stop, patrol.compact, report.last_leaf)
+    if patrol.compact.root() != base.root:
+        raise IntegrityFailure(None, f"the {base.size} sealed entries no longer hash to the signed root (rewritten)")
+    return witness.Patrol()
 
 
 def _first_missing_seq(size: int) -> int:
+    """Only on failure: where the gap begins (a scan of the sealed seqs)."""
     expected = 0
     for seq in AuditEntry.objects.filter(seq__lt=size).order_by("seq").values_list("seq", flat=True).iterator():
         if seq != expected:
             return expected
         expected += 1
     return expected
+
+
+def _utc_day(moment: datetime) -> Any:
+    return moment.astimezone(UTC).date()
+
+
+def prune_checkpoints(pruned_below: int) -> int:
+    """Apply the retention rule to the rows from size `pruned_below` up to the newest
+    KEEP_RECENT_CHECKPOINTS: a row survives if it is the last of its UTC day. Decides at most
+    PRUNE_BATCH rows; returns the size below which every row is decided."""
+    window = list(Checkpoint.objects.order_by("-size").values_list("size", "signed_at")
+                  [KEEP_RECENT_CHECKPOINTS - 1:KEEP_RECENT_CHECKPOINTS])
+    if not window:
+        return pruned_below
+    candidates = list(Checkpoint.objects.filter(size__gte=pruned_below, size__lt=window[0][0]).order_by("size")
+                      .values_list("size", "signed_at")[:PRUNE_BATCH + 1])
+    decided = candidates[:PRUNE_BATCH]
+    if not decided:
+        return pruned_below
+    followers = candidates[1:] + (window if len(candidates) <= PRUNE_BATCH else [])
+    doomed = [size for (size, at), (_, next_at) in zip(decided, followers, strict=True)
+              if _utc_day(at) == _utc_day(next_at)]
+    if doomed:
+        Checkpoint.objects.filter(size__in=doomed).delete()
+    return decided[-1][0] + 1
 
 
 SEAL_LOCK = 0x1A7E7DED
@@ -545,60 +666,78 @@ def _lock_sealer() -> None:
 def seal(now: datetime | None = None) -> SealResult:
     """Extend the tree over new entries and sign a checkpoint; re-sign the same size when idle.
 
-    Refuses (SealRefused, with an alert) when the stored chain is inconsistent with the last
-    checkpoint or with a checkpoint kept outside the database.
+    A pass costs the same whatever the history: it reads the witness file's last line, the
+    latest checkpoint row, the last sealed entry, the new entries and the patrol's next
+    PATROL_BATCH sealed entries. Refuses (SealRefused, with
+    an alert) when the stored chain is inconsistent with what the sealer signed before.
     """
     now = now or datetime.now(UTC)
     signers = [k.signer for k in keys.signing_keys(now)]
     verifiers = keys.verifiers()
+    log_id = _stable_log_id()
     try:
         with transaction.atomic():
             _lock_sealer()
-            last = Checkpoint.objects.order_by("-size").first()
-            compact = _check_before_extending(last, verifiers)
-            start = last.size if last else 0
-            for kept in kept_checkpoints():
-                if kept.size > start or (kept.size == start and last and kept.root_hash.hex() != last.root_hash):
-                    raise IntegrityFailure(
-                        min(kept.size, start),
-                        f"the database holds {start} sealed entries but a checkpoint kept outside it has "
-                        f"{kept.size} (truncated, rolled back or forked)",
-                    )
+            base = _trusted_base(log_id, verifiers)
             size = ChainHead.objects.filter(pk=1).values_list("size", flat=True).first() or 0
             rows = (
                 (seq, bytes(data), leaf)
-                for seq, data, leaf in AuditEntry.objects.filter(seq__gte=start, seq__lt=size)
+                for seq, data, leaf in AuditEntry.objects.filter(seq__gte=base.size, seq__lt=size)
                 .order_by("seq").values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000)
             )
-            prev = bytes.fromhex(last.last_leaf_hash) if last and last.last_leaf_hash else b""
-            report = check_chain(rows, start=start, prev_leaf=prev, compact=compact)
+            report = check_chain(rows, start=base.size, prev_leaf=base.last_leaf, compact=base.compact)
             checkpoint = signing.Checkpoint(keys.origin(), report.size, report.root, (f"time {int(now.timestamp())}",))
             note = signing.sign_note(checkpoint.text(), signers)
+            frontier = tuple(base.compact.hashes)
             Checkpoint.objects.update_or_create(size=report.size, defaults={
                 "root_hash": report.root.hex(), "note": note, "signed_at": now,
-                "frontier": [h.hex() for h in compact.hashes],
+                "frontier": [h.hex() for h in frontier],
                 "last_leaf_hash": report.last_leaf.hex() if report.size else "",
             })
+            grew = report.size > base.size
+            pruned_below = prune_checkpoints(base.pruned_below) if grew else base.pruned_below
+            patrol = _patrol(witness.read_patrol(log_id), base)
     except IntegrityFailure as failure:
         raise_alert(str(failure), failure.seq)
         raise SealRefused(failure) from None
-    if report.size > start:
-        _keep(checkpoint, note)
-    return SealResult(report.size, report.root.hex(), note, report.size - start)
+    if base.size:
+        witness.save_patrol(log_id, patrol)
+    if grew:
+        witness.append(log_id if base.size else _stable_log_id(),
+                       witness.Kept(report.size, report.root, note, frontier, report.last_leaf, pruned_below))
+    return SealResult(report.size, report.root.hex(), note, report.size - base.size)
 
 
-def expectations_from_store() -> list[Expectation]:
-    """Every stored checkpoint (verified) and every kept one, for a full chain check."""
-    verifiers = keys.verifiers()
+def expectations_from_store(*, archive: bool = False) -> list[Expectation]:
+    """What proves the stored chain, for a full walk of the entries:
+
+    - the latest stored checkpoint, its signature checked: it commits to every entry before it;
+    - the roots of the other retained rows: the walk reproduces each, which is their
+      consistency with the latest (their signatures were checked when they were the latest);
+    - the checkpoints of the witness file, the newest one's signature checked, and the first
+      line of each archived witness file (with `archive`, every line), each signature checked.
+    """
+    verifiers, origin = keys.verifiers(), keys.origin()
     result: list[Expectation] = []
-    for row in Checkpoint.objects.order_by("size"):
+    latest = Checkpoint.objects.order_by("-size").first()
+    if latest is not None:
         try:
-            signed, _ = signing.open_checkpoint(row.note, verifiers, origin=keys.origin())
+            signed, _ = signing.open_checkpoint(latest.note, verifiers, origin=origin)
         except signing.NoteError as exc:
-            raise IntegrityFailure(None, f"the stored checkpoint of size {row.size} does not verify: {exc}") from None
+            raise IntegrityFailure(None, f"the stored checkpoint of size {latest.size} does not verify: {exc}") from None
         result.append(Expectation(signed.size, signed.root_hash, "stored checkpoint"))
-    result += [Expectation(c.size, c.root_hash, "checkpoint kept outside the database", kept=True)
-               for c in kept_checkpoints()]
+        for size, root in Checkpoint.objects.filter(size__lt=latest.size).values_list("size", "root_hash"):
+            try:
+                result.append(Expectation(size, bytes.fromhex(root), "stored checkpoint"))
+            except ValueError:
+                raise IntegrityFailure(None, f"the stored checkpoint of size {size} has no readable root") from None
+    log_id = _stable_log_id()
+    kept_label = "checkpoint kept outside the database"
+    for segment in witness.archived_segments(log_id):
+        result += [Expectation(k.size, k.root, kept_label, kept=True)
+                   for k in witness.signed_lines(segment, verifiers, origin, first_only=not archive)]
+    if witness.latest(log_id, verifiers, origin) is not None and witness.path(log_id).exists():
+        result += [Expectation(k.size, k.root, kept_label, kept=True) for k in witness.lines(witness.path(log_id))]
     return result
 
 

@@ -59,8 +59,11 @@ class EntryCursor(CursorPagination):
 
 
 FILTER_PARAMETERS = [
-    OpenApiParameter("from", str, description="ISO 8601 time or date (inclusive)"),
-    OpenApiParameter("to", str, description="ISO 8601 time or date (inclusive; a date covers the whole day)"),
+    OpenApiParameter("from", str, description="ISO 8601 time or date, inclusive; a date is the whole day, in UTC "
+                                              "unless it carries an offset (2026-11-22%2B01:00); a time without "
+                                              "an offset is UTC"),
+    OpenApiParameter("to", str, description="ISO 8601 time or date, inclusive (to=2026-11-22 includes that day); "
+                                            "zones as for from"),
     OpenApiParameter("agent", str), OpenApiParameter("intent", str, description="glob, e.g. financial.refund.*"),
     OpenApiParameter("decision", str, enum=list(queries.DECISIONS)), OpenApiParameter("server", str),
     OpenApiParameter("tool", str), OpenApiParameter("kind", str),
@@ -106,7 +109,8 @@ def events(request: Request) -> Response:
     if isinstance(flt, Response):
         return flt
     paginator = EntryCursor()
-    page = paginator.paginate_queryset(queries.search(flt), request)
+    # entry_json reads only these; the query columns are for filtering
+    page = paginator.paginate_queryset(queries.search(flt).only("seq", "canonical", "leaf_hash"), request)
     return paginator.get_paginated_response([queries.entry_json(e) for e in page or []])
 
 

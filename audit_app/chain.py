@@ -10,7 +10,9 @@ Proof verification follows RFC 9162 sections 2.1.3.2 and 2.1.4.2.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import mmap
+import tempfile
+from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
 from typing import Any
 
@@ -192,13 +194,17 @@ class MerkleTree:
                 self.levels.append([])
             self.levels[height].append(node_hash(left, right))
 
+    def node(self, height: int, index: int) -> bytes:
+        """The root of the perfect subtree of 2**height leaves starting at leaf index * 2**height."""
+        return self.levels[height][index]
+
     def subtree(self, start: int, end: int) -> bytes:
         """MTH(D[start:end])."""
         n = end - start
         if n == 0:
             return EMPTY_ROOT
         if n & (n - 1) == 0 and start % n == 0:
-            return self.levels[n.bit_length() - 1][start // n]
+            return self.node(n.bit_length() - 1, start // n)
         k = _largest_power_of_two_below(n)
         return node_hash(self.subtree(start, start + k), self.subtree(start + k, end))
 
@@ -241,6 +247,68 @@ class MerkleTree:
         if m <= k:
             return self._subproof(m, start, start + k, complete) + [self.subtree(start + k, end)]
         return self._subproof(m - k, start + k, end, False) + [self.subtree(start, start + k)]
+
+
+class SpilledMerkleTree(MerkleTree):
+    """The same tree with its levels in a temporary file instead of in memory (64 bytes of disk
+    per leaf, a constant amount of memory): what the exporter builds to prove a bundle's
+    entries against a checkpoint of any size. Feed it the leaves in order, then `close()`."""
+
+    def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
+        self._files: list[Any] = []
+        self._counts: list[int] = []
+        self._pending: list[bytes | None] = []  # per height: a left child waiting for its right
+        self._maps: list[mmap.mmap | None] = []
+        for leaf in leaf_hashes:
+            self.append(leaf)
+
+    @property
+    def size(self) -> int:
+        return self._counts[0] if self._counts else 0
+
+    def append(self, leaf: bytes) -> None:
+        if self._maps:
+            raise RuntimeError("the tree is being read; build a new one to add leaves")
+        height, value = 0, leaf
+        while True:
+            if height == len(self._files):
+                self._files.append(tempfile.TemporaryFile(prefix="intended-tree-"))
+                self._counts.append(0)
+                self._pending.append(None)
+            self._files[height].write(value)
+            self._counts[height] += 1
+            left = self._pending[height]
+            if left is None:
+                self._pending[height] = value
+                return
+            self._pending[height] = None
+            height, value = height + 1, node_hash(left, value)
+
+    def node(self, height: int, index: int) -> bytes:
+        if not self._maps:
+            for handle in self._files:
+                handle.flush()
+            self._maps = [mmap.mmap(h.fileno(), 0, access=mmap.ACCESS_READ) if c else None
+                          for h, c in zip(self._files, self._counts, strict=True)]
+        if height >= len(self._counts) or index >= self._counts[height]:
+            raise IndexError(f"no node {index} at height {height}")
+        view = self._maps[height]
+        assert view is not None
+        return view[index * HASH_SIZE:(index + 1) * HASH_SIZE]
+
+    def close(self) -> None:
+        for view in self._maps:
+            if view is not None:
+                view.close()
+        for handle in self._files:
+            handle.close()
+        self._maps, self._files, self._counts, self._pending = [], [], [], []
+
+    def __enter__(self) -> SpilledMerkleTree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def root_of(leaf_hashes: Sequence[bytes]) -> bytes:

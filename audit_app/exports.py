@@ -6,23 +6,25 @@ Each is a generator of text chunks, streamed by the API and written by `audit_ex
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from audit_app import keys, signing
-from audit_app.models import Checkpoint
-from audit_app.queries import EntryFilter, entry_json, latest_checkpoint, search, tree
+from audit_app import chain, keys, signing
+from audit_app.models import AuditEntry, Checkpoint
+from audit_app.queries import EntryFilter, entry_json, latest_checkpoint, search
 from audit_app.verify import (
     BUNDLE_END,
     BUNDLE_FORMAT,
-    entries_digest,
+    IntegrityFailure,
     info_digest,
     manifest_text,
     render_bundle_entry,
     render_bundle_head,
+    seq_ranges,
 )
 
 FORMATS = ("jsonl", "csv", "ocsf", "bundle")
@@ -30,7 +32,7 @@ CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv", "ocsf": "ap
                  "bundle": "application/json"}
 EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "ocsf": "ocsf.jsonl", "bundle": "bundle.json"}
 CSV_COLUMNS = ("seq", "time", "kind", "agent", "server", "tool", "intent", "decision", "reason", "rules", "risk",
-               "args", "args_sha256", "approval", "outcome", "call_id", "leaf_hash")
+               "args", "args_sha256", "approval", "outcome", "call_id", "user", "leaf_hash")
 MAX_OLDER_CHECKPOINTS = 1000
 
 
@@ -137,49 +139,80 @@ def bundle(flt: EntryFilter) -> Iterator[str]:
     """The signed bundle: manifest, entries, checkpoints, proofs and public keys, in one JSON file.
 
     Covers the entries of the filter that the latest checkpoint seals; seal first for the newest.
+    Written as it is read, in a constant amount of memory: one pass over the leaf hashes builds
+    the Merkle tree in a temporary file (for the proofs) and the manifest's digest, then the
+    entries are streamed. A filtered export also holds its seq ranges.
     """
     row = latest_checkpoint()
     if row is None:
         raise ValueError("nothing is sealed yet: run `python manage.py seal` first")
     size = row.size
     selected = search(flt).filter(seq__lt=size)
-    seqs: list[int] = []
-    leaves: list[bytes] = []
-    for seq, leaf in selected.values_list("seq", "leaf_hash").iterator(chunk_size=5000):
-        seqs.append(seq)
-        leaves.append(bytes.fromhex(leaf))
-    merkle = tree(size)
-    complete = seqs == list(range(size))
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    signers = [k.signer for k in keys.signing_keys()]
-    summary = {"origin": keys.origin(), "tree_size": size, "count": len(seqs), "created": now,
-               "filters": flt.as_dict(), "complete": complete,
-               "first_seq": seqs[0] if seqs else None, "last_seq": seqs[-1] if seqs else None}
-    published = keys.published()
-    text = manifest_text(origin=keys.origin(), tree_size=size, seqs=seqs, entries_sha256=entries_digest(leaves),
-                         info_sha256=info_digest(summary, published), created=now, filters=flt.as_dict())
-    older = list(Checkpoint.objects.filter(size__gt=0, size__lt=size).order_by("-size")[:MAX_OLDER_CHECKPOINTS])
-    head = {
-        "format": BUNDLE_FORMAT,
-        "manifest": summary,
-        "manifest_note": signing.sign_note(text, signers),
-        "checkpoint": row.note,
-        "keys": published,
-        "checkpoints": [
-            {"size": old.size, "note": old.note,
-             "consistency": [signing.b64(p) for p in merkle.consistency_proof(old.size, size)]}
-            for old in reversed(older)
-        ],
-    }
-    yield render_bundle_head(head)
-    first = True
-    for seq, data, leaf in selected.values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000):
-        item: dict[str, Any] = {"seq": seq, "leaf_hash": leaf, "entry": bytes(data).decode("utf-8")}
-        if not complete:
-            proof = merkle.inclusion_proof(seq, size)
-            item["inclusion"] = [signing.b64(p) for p in proof]
-        yield render_bundle_entry(item, first=first)
-        first = False
-    yield BUNDLE_END
+    digest = hashlib.sha256()
+    unfiltered = flt == EntryFilter()
+    with _spilled_tree(size, digest if unfiltered else None) as merkle:
+        if unfiltered:
+            ranges = [(0, size - 1)] if size else []
+        else:
+            ranges = seq_ranges(_digested(selected.values_list("seq", "leaf_hash").iterator(chunk_size=5000), digest))
+        complete = ranges == [(0, size - 1)] if size else not ranges
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        signers = [k.signer for k in keys.signing_keys()]
+        summary = {"origin": keys.origin(), "tree_size": size, "count": sum(b - a + 1 for a, b in ranges),
+                   "created": now, "filters": flt.as_dict(), "complete": complete,
+                   "first_seq": ranges[0][0] if ranges else None, "last_seq": ranges[-1][1] if ranges else None}
+        published = keys.published()
+        text = manifest_text(origin=keys.origin(), tree_size=size, ranges=ranges, entries_sha256=digest.hexdigest(),
+                             info_sha256=info_digest(summary, published), created=now, filters=flt.as_dict())
+        older = list(Checkpoint.objects.filter(size__gt=0, size__lt=size).order_by("-size")
+                     .values_list("size", "note")[:MAX_OLDER_CHECKPOINTS])
+        head = {
+            "format": BUNDLE_FORMAT,
+            "manifest": summary,
+            "manifest_note": signing.sign_note(text, signers),
+            "checkpoint": row.note,
+            "keys": published,
+            "checkpoints": [
+                {"size": old_size, "note": note,
+                 "consistency": [signing.b64(p) for p in merkle.consistency_proof(old_size, size)]}
+                for old_size, note in reversed(older)
+            ],
+        }
+        yield render_bundle_head(head)
+        first = True
+        for seq, data, leaf in selected.values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000):
+            item: dict[str, Any] = {"seq": seq, "leaf_hash": leaf, "entry": bytes(data).decode("utf-8")}
+            if not complete:
+                item["inclusion"] = [signing.b64(p) for p in merkle.inclusion_proof(seq, size)]
+            yield render_bundle_entry(item, first=first)
+            first = False
+        yield BUNDLE_END
 
 
+def _digested(rows: Iterator[tuple[int, str]], digest: Any) -> Iterator[int]:
+    for seq, leaf in rows:
+        digest.update(bytes.fromhex(leaf))
+        yield seq
+
+
+def _spilled_tree(size: int, digest: Any | None) -> chain.SpilledMerkleTree:
+    """The tree over the first `size` leaves, in a temporary file; each leaf also goes into
+    `digest` when given (an unfiltered export's manifest)."""
+    merkle = chain.SpilledMerkleTree()
+    try:
+        expected = 0
+        rows = AuditEntry.objects.filter(seq__lt=size).order_by("seq").values_list("seq", "leaf_hash")
+        for seq, leaf in rows.iterator(chunk_size=5000):
+            if seq != expected:
+                raise IntegrityFailure(expected, f"sealed entry seq {expected} is missing")
+            hashed = bytes.fromhex(leaf)
+            merkle.append(hashed)
+            if digest is not None:
+                digest.update(hashed)
+            expected += 1
+        if expected != size:
+            raise IntegrityFailure(expected, f"only {expected} of {size} sealed entries are present")
+    except BaseException:
+        merkle.close()
+        raise
+    return merkle

@@ -11,7 +11,7 @@ from django.db import models
 
 class AuditEntry(models.Model):
     seq = models.BigIntegerField(unique=True)  # the leaf index in the Merkle tree, from 0
-    time = models.DateTimeField(db_index=True)
+    time = models.DateTimeField()  # never earlier than the previous entry's (ChainHead.last_time)
     kind = models.CharField(max_length=16)
     call_id = models.CharField(max_length=32, blank=True, db_index=True)
     agent = models.CharField(max_length=64, blank=True)
@@ -27,12 +27,24 @@ class AuditEntry(models.Model):
 
     class Meta:
         ordering = ["seq"]
+        # Every search returns entries in seq order, and a time range becomes a seq range
+        # (queries.search; times never go backwards along the chain), so each filter's index
+        # ends in seq: an equality filter plus a time range is one index range already in order.
+        # The glob columns (intent, subject) use the pattern operator class on PostgreSQL, so a
+        # `LIKE 'prefix%'` is an index range under any database collation, not only "C"
+        # (other backends ignore opclasses). `decision` has no index of its own: three values,
+        # each common, so a walk of the seq range finds a page of them sooner than an index would
+        # (and every index costs each append).
         indexes = [
-            models.Index(fields=["agent", "time"]),
-            models.Index(fields=["intent", "time"]),
-            models.Index(fields=["server", "tool", "time"]),
-            models.Index(fields=["decision", "time"]),
-            models.Index(fields=["operation", "time"]),
+            models.Index(fields=["time", "seq"], name="audit_time_seq"),
+            models.Index(fields=["agent", "seq"], name="audit_agent_seq"),
+            models.Index(fields=["intent", "seq"], name="audit_intent_seq",
+                         opclasses=["varchar_pattern_ops", "int8_ops"]),
+            models.Index(fields=["subject", "seq"], name="audit_subject_seq",
+                         opclasses=["varchar_pattern_ops", "int8_ops"]),
+            models.Index(fields=["server", "tool", "seq"], name="audit_server_tool_seq"),
+            models.Index(fields=["operation", "seq"], name="audit_operation_seq"),
+            models.Index(fields=["kind", "seq"], name="audit_kind_seq"),
         ]
 
     def __str__(self) -> str:
@@ -44,6 +56,9 @@ class ChainHead(models.Model):
 
     size = models.BigIntegerField(default=0)
     last_leaf_hash = models.CharField(max_length=64, blank=True)
+    # The time of the last entry: the next one is never stamped earlier, even when clocks
+    # disagree between processes or step back, so a time range is a seq range.
+    last_time = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"chain head at {self.size}"

@@ -7,6 +7,8 @@ uses the same chain check over the database.
     intended-verify BUNDLE --trusted-keys KEYS [--previous-checkpoint NOTE ...]
 
 Exit status: 0 valid, 1 integrity failure (a line names the first bad entry by seq), 2 usage.
+The bundle is read a line at a time: memory holds its head, the Merkle frontier and one entry,
+whatever the number of entries.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import binascii
 import hashlib
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from audit_app import chain, signing
 
@@ -78,11 +80,13 @@ def check_chain(
     start: int = 0,
     prev_leaf: bytes = b"",
     compact: chain.CompactRange | None = None,
+    on_leaf: Callable[[bytes], object] | None = None,
 ) -> ChainReport:
     """Walk entries in order: (seq as stored or listed, canonical bytes, stored leaf hash or None).
 
     Checks each entry's bytes against its leaf hash, its link to the one before and its seq,
     and the Merkle root at every expected size. Raises IntegrityFailure naming the first bad seq.
+    `on_leaf` sees each leaf hash as it is checked (the bundle's entries digest).
     """
     compact = compact or chain.CompactRange()
     pending = sorted((e for e in expectations if e.size > start), key=lambda e: (e.size, not e.kept))
@@ -112,6 +116,8 @@ def check_chain(
         if embedded != expected:
             raise IntegrityFailure(expected, f"the entry at this position claims seq {embedded}")
         compact.append(leaf)
+        if on_leaf is not None:
+            on_leaf(leaf)
         before_prev, prev = prev, leaf
         expected += 1
         while pending and pending[0].size == expected:
@@ -164,39 +170,54 @@ def load_trusted_keys(text: str) -> tuple[list[signing.Verifier], str | None]:
 # --- bundles ------------------------------------------------------------------------------
 
 
-def format_seq_ranges(seqs: Sequence[int]) -> str:
-    """0-9,12,15-20 for the seqs a bundle holds (half-open ranges written inclusive)."""
-    parts: list[str] = []
-    i = 0
-    while i < len(seqs):
-        j = i
-        while j + 1 < len(seqs) and seqs[j + 1] == seqs[j] + 1:
-            j += 1
-        parts.append(str(seqs[i]) if i == j else f"{seqs[i]}-{seqs[j]}")
-        i = j + 1
-    return ",".join(parts) or "-"
+SeqRange = tuple[int, int]  # first and last seq, inclusive
 
 
-def parse_seq_ranges(text: str) -> list[int]:
+def seq_ranges(seqs: Iterable[int]) -> list[SeqRange]:
+    """Increasing seqs as ranges of consecutive ones."""
+    ranges: list[list[int]] = []
+    for seq in seqs:
+        if ranges and ranges[-1][1] + 1 == seq:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    return [(low, high) for low, high in ranges]
+
+
+def format_seq_ranges(ranges: Sequence[SeqRange]) -> str:
+    """0-9,12,15-20 for the seqs a bundle holds."""
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges) or "-"
+
+
+def parse_seq_ranges(text: str) -> list[SeqRange]:
+    """The manifest's seqs: increasing, non-overlapping ranges; ValueError otherwise."""
     if text == "-":
         return []
-    seqs: list[int] = []
+    ranges: list[SeqRange] = []
     for part in text.split(","):
         low, _, high = part.partition("-")
         if not low.isdigit() or (high and not high.isdigit()):
             raise ValueError(f"bad seq range {part!r}")
-        seqs.extend(range(int(low), int(high or low) + 1))
-    return seqs
+        first, last = int(low), int(high or low)
+        if last < first or (ranges and first <= ranges[-1][1]):
+            raise ValueError(f"seq range {part!r} is out of order")
+        ranges.append((first, last))
+    return ranges
 
 
-def manifest_text(*, origin: str, tree_size: int, seqs: Sequence[int], entries_sha256: str,
+def _seqs(ranges: Sequence[SeqRange]) -> Iterator[int]:
+    for low, high in ranges:
+        yield from range(low, high + 1)
+
+
+def manifest_text(*, origin: str, tree_size: int, ranges: Sequence[SeqRange], entries_sha256: str,
                   info_sha256: str, created: str, filters: dict[str, Any]) -> str:
     return (
         f"{BUNDLE_FORMAT}\n"
         f"origin {origin}\n"
         f"tree_size {tree_size}\n"
-        f"count {len(seqs)}\n"
-        f"seqs {format_seq_ranges(seqs)}\n"
+        f"count {sum(high - low + 1 for low, high in ranges)}\n"
+        f"seqs {format_seq_ranges(ranges)}\n"
         f"entries_sha256 {entries_sha256}\n"
         f"info_sha256 {info_sha256}\n"
         f"created {created}\n"
@@ -210,18 +231,28 @@ def info_digest(manifest: Any, keys: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# The layout is fixed, so that the verifier can re-render what it read and notice a changed byte
+# anywhere, whitespace included: the head (every section but the entries) as indented JSON, then
+# one entry per line, then the end. A reader streams it a line at a time (`read_bundle_head`,
+# `bundle_entries`), so a bundle of any size is checked in a constant amount of memory.
+ENTRIES_LINE = ' "entries": [\n'
+BUNDLE_END = "\n ]\n}\n"
+MAX_HEAD_BYTES = 64 * 1024 * 1024
+MAX_ENTRY_LINE_BYTES = 64 * 1024 * 1024
+
+
 def render_bundle_head(head: dict[str, Any]) -> str:
-    """The bundle file up to its first entry: one fixed layout, so the verifier can re-render the
-    file it was given and notice a changed byte anywhere, whitespace included."""
+    """The bundle file up to its first entry."""
     opening = json.dumps(head, ensure_ascii=False, indent=1)
-    return opening[: opening.rstrip().rfind("}")].rstrip() + ',\n "entries": [\n'
+    return opening[: opening.rstrip().rfind("}")].rstrip() + ",\n" + ENTRIES_LINE
+
+
+def _entry_json(item: Any) -> str:
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
 
 
 def render_bundle_entry(item: dict[str, Any], *, first: bool) -> str:
-    return ("" if first else ",\n") + "  " + json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-
-
-BUNDLE_END = "\n ]\n}\n"
+    return ("" if first else ",\n") + "  " + _entry_json(item)
 
 
 def render_bundle(bundle: dict[str, Any]) -> str:
@@ -229,6 +260,82 @@ def render_bundle(bundle: dict[str, Any]) -> str:
     entries = bundle.get("entries") or []
     return render_bundle_head(head) + "".join(
         render_bundle_entry(item, first=i == 0) for i, item in enumerate(entries)) + BUNDLE_END
+
+
+class BadLine(Exception):
+    """A line of the bundle file that is not the rendering of what it holds; `position` is the
+    entry's place in the file (None outside the entries)."""
+
+    def __init__(self, position: int | None, message: str) -> None:
+        super().__init__(message)
+        self.position = position
+        self.message = message
+
+
+def read_bundle_head(handle: BinaryIO) -> dict[str, Any]:
+    """Every section but the entries, read up to the entries line and checked byte for byte."""
+    head = bytearray()
+    entries_line = ENTRIES_LINE.encode()
+    while True:
+        line = handle.readline(MAX_HEAD_BYTES)
+        if not line:
+            raise IntegrityFailure(None, "the bundle has no entry list (cut, damaged or not a bundle)")
+        if line == entries_line:
+            break
+        head += line
+        if len(head) >= MAX_HEAD_BYTES:
+            raise IntegrityFailure(None, f"the bundle's sections before its entries exceed {MAX_HEAD_BYTES} bytes")
+    try:
+        if not head.endswith(b",\n"):
+            raise ValueError("no comma before the entries")
+        parsed = json.loads(bytes(head[:-2]) + b"\n}")
+    except ValueError:
+        raise IntegrityFailure(None, "the bundle is not valid JSON (damaged or edited)") from None
+    if not isinstance(parsed, dict):
+        raise IntegrityFailure(None, "the bundle is not a JSON object")
+    try:
+        rendered = render_bundle_head(parsed).encode("utf-8")
+    except UnicodeEncodeError:
+        rendered = b""
+    if rendered != bytes(head) + entries_line:
+        raise IntegrityFailure(None, "the file differs from its verified content (bytes were changed)")
+    return parsed
+
+
+def bundle_entries(handle: BinaryIO) -> Iterator[Any]:
+    """Each entry of the file, one line at a time, then the end of the file; raises BadLine where
+    a line is not exactly the rendering of the entry it holds."""
+    position = 0
+    line = handle.readline(MAX_ENTRY_LINE_BYTES)
+    if line == b"\n":  # no entries
+        _read_bundle_end(handle)
+        return
+    while True:
+        if not line.endswith(b"\n"):
+            raise BadLine(position, "the bundle ends inside this entry (cut)" if len(line) < MAX_ENTRY_LINE_BYTES
+                          else f"the entry's line is longer than {MAX_ENTRY_LINE_BYTES} bytes")
+        more = line.endswith(b",\n")
+        body = line[2:-2] if more else line[2:-1]
+        try:
+            if not line.startswith(b"  "):
+                raise ValueError("not indented")
+            item = json.loads(body)
+            same = _entry_json(item).encode("utf-8") == body
+        except ValueError:  # UnicodeError included
+            raise BadLine(position, "the entry's line is not valid JSON (damaged or edited)") from None
+        if not same:
+            raise BadLine(position, "the entry's line differs from its content (bytes were changed)")
+        yield item
+        position += 1
+        if not more:
+            _read_bundle_end(handle)
+            return
+        line = handle.readline(MAX_ENTRY_LINE_BYTES)
+
+
+def _read_bundle_end(handle: BinaryIO) -> None:
+    if handle.readline(8) != b" ]\n" or handle.readline(8) != b"}\n" or handle.read(1) != b"":
+        raise BadLine(None, "the bundle does not end where its entries end (bytes were changed or added)")
 
 
 def parse_manifest(text: str) -> dict[str, str]:
@@ -243,13 +350,6 @@ def parse_manifest(text: str) -> dict[str, str]:
         if key not in fields:
             raise ValueError(f"manifest has no {key}")
     return fields
-
-
-def entries_digest(leaves: Iterable[bytes]) -> str:
-    digest = hashlib.sha256()
-    for leaf in leaves:
-        digest.update(leaf)
-    return digest.hexdigest()
 
 
 def _unb64_list(values: Any) -> list[bytes]:
@@ -271,33 +371,54 @@ class BundleResult:
     kept: int
 
 
-def verify_bundle(
-    bundle: dict[str, Any],
+def verify_bundle_file(
+    path: Path,
     trusted: list[signing.Verifier],
     *,
     origin: str | None = None,
     kept_notes: Sequence[str] = (),
 ) -> BundleResult:
-    """Raise IntegrityFailure unless the bundle is exactly what the trusted keys signed."""
-    if bundle.get("format") != BUNDLE_FORMAT:
+    """Raise IntegrityFailure unless the file is exactly the bundle the trusted keys signed.
+
+    Streams: holds the bundle's head (manifest, checkpoints, keys), the Merkle frontier and one
+    entry at a time, whatever the number of entries."""
+    with path.open("rb") as handle:
+        head = read_bundle_head(handle)
+        return verify_bundle(head, bundle_entries(handle), trusted, origin=origin, kept_notes=kept_notes)
+
+
+def verify_bundle(
+    head: dict[str, Any],
+    entries: Iterator[Any],
+    trusted: list[signing.Verifier],
+    *,
+    origin: str | None = None,
+    kept_notes: Sequence[str] = (),
+) -> BundleResult:
+    """The checks of `verify_bundle_file` on a parsed head and its entries, in file order."""
+    if head.get("format") != BUNDLE_FORMAT:
         raise IntegrityFailure(None, f"not an {BUNDLE_FORMAT} file")
-    if set(bundle) != BUNDLE_KEYS:
+    if "entries" in head or set(head) | {"entries"} != BUNDLE_KEYS:
         raise IntegrityFailure(None, f"the bundle's sections are not {', '.join(sorted(BUNDLE_KEYS))}")
     try:
-        manifest_note = signing.open_note(str(bundle["manifest_note"]), trusted)
+        manifest_note = signing.open_note(str(head["manifest_note"]), trusted)
         manifest = parse_manifest(manifest_note.text)
     except (KeyError, ValueError) as exc:
         raise IntegrityFailure(None, f"the manifest is not signed by a trusted key ({exc})") from None
     origin = origin or manifest["origin"]
     try:
-        checkpoint, _ = signing.open_checkpoint(str(bundle["checkpoint"]), trusted, origin=origin)
+        checkpoint, _ = signing.open_checkpoint(str(head["checkpoint"]), trusted, origin=origin)
     except (KeyError, ValueError) as exc:
         raise IntegrityFailure(None, f"the checkpoint is not signed by a trusted key ({exc})") from None
     if manifest["origin"] != origin or int(manifest["tree_size"]) != checkpoint.size:
         raise IntegrityFailure(None, "the manifest does not describe the bundle's checkpoint")
     size, root = checkpoint.size, checkpoint.root_hash
-    expected_seqs = parse_seq_ranges(manifest["seqs"])
-    if len(expected_seqs) != int(manifest["count"]) or any(s >= size for s in expected_seqs):
+    try:
+        ranges = parse_seq_ranges(manifest["seqs"])
+    except ValueError:
+        raise IntegrityFailure(None, "the manifest's seqs are not readable") from None
+    count = sum(high - low + 1 for low, high in ranges)
+    if count != int(manifest["count"]) or (ranges and ranges[-1][1] >= size):
         raise IntegrityFailure(None, "the manifest's seqs do not fit its tree")
 
     kept: list[signing.Checkpoint] = []
@@ -316,31 +437,28 @@ def verify_bundle(
 
     older: list[Expectation] = []
     proofs_by_size: dict[int, list[bytes]] = {}
-    for item in bundle.get("checkpoints", []):
+    checkpoints = head.get("checkpoints")
+    for item in checkpoints if isinstance(checkpoints, list) else []:
         try:
             old, _ = signing.open_checkpoint(str(item["note"]), trusted, origin=origin)
             proof = _unb64_list(item.get("consistency", []))
             if old.size > 0:
                 chain.verify_consistency(old.size, size, old.root_hash, root, proof)
-        except (KeyError, ValueError, binascii.Error) as exc:
+        except (KeyError, ValueError, TypeError, binascii.Error) as exc:
             raise IntegrityFailure(None, f"an older checkpoint is not consistent with the final one ({exc})") from None
         if set(item) != {"size", "note", "consistency"} or item.get("size") != old.size:
             raise IntegrityFailure(None, "an older checkpoint's size field does not match its note")
         older.append(Expectation(old.size, old.root_hash, "checkpoint"))
         proofs_by_size[old.size] = proof
 
-    entries = bundle.get("entries")
-    if not isinstance(entries, list):
-        raise IntegrityFailure(None, "the bundle has no entry list")
-    complete = expected_seqs == list(range(size))
+    digest = hashlib.sha256()
+    complete = ranges == [(0, size - 1)] if size else not ranges
     if complete:
         expectations = [*older, Expectation(size, root, "bundle's checkpoint")]
         expectations += [Expectation(c.size, c.root_hash, "checkpoint you kept", kept=True) for c in kept]
-        rows = _bundle_rows(entries)
-        check_chain(rows, expectations)
-        leaves = [chain.leaf_hash(_entry_bytes(e)) for e in entries]
+        check_chain(_complete_rows(entries), expectations, on_leaf=digest.update)
     else:
-        leaves = _check_partial(entries, expected_seqs, size, root)
+        _check_partial(entries, ranges, size, root, digest)
         for previous in kept:
             if previous.size == 0:
                 continue
@@ -352,12 +470,12 @@ def verify_bundle(
                 raise IntegrityFailure(
                     0, f"the log forked: its tree of size {size} does not extend the checkpoint you kept "
                        f"(size {previous.size}); entries before seq {previous.size} were rewritten") from None
-    if entries_digest(leaves) != manifest["entries_sha256"]:
+    if digest.hexdigest() != manifest["entries_sha256"]:
         raise IntegrityFailure(None, "the entries are not the ones the manifest lists")
-    if info_digest(bundle.get("manifest"), bundle.get("keys")) != manifest["info_sha256"]:
+    if info_digest(head.get("manifest"), head.get("keys")) != manifest["info_sha256"]:
         raise IntegrityFailure(None, "the bundle's manifest summary or public keys were changed")
-    return BundleResult(origin, size, len(entries), expected_seqs[0] if expected_seqs else None,
-                        expected_seqs[-1] if expected_seqs else None, len(older) + 1, len(kept))
+    return BundleResult(origin, size, count, ranges[0][0] if ranges else None,
+                        ranges[-1][1] if ranges else None, len(older) + 1, len(kept))
 
 
 def _entry_bytes(item: Any) -> bytes:
@@ -366,8 +484,18 @@ def _entry_bytes(item: Any) -> bytes:
     return str(item["entry"]).encode("utf-8")
 
 
-def _bundle_rows(entries: list[Any]) -> Iterable[tuple[int, bytes, str | None]]:
-    for position, item in enumerate(entries):
+def _next_entry(entries: Iterator[Any], seq: int) -> Any:
+    """The next entry, expected at `seq`; None once the entries end."""
+    try:
+        return next(entries, None)
+    except BadLine as bad:
+        raise IntegrityFailure(seq if bad.position is not None else None, bad.message) from None
+
+
+def _complete_rows(entries: Iterator[Any]) -> Iterator[tuple[int, bytes, str | None]]:
+    """The entries of a complete bundle, position = seq, for check_chain."""
+    position = 0
+    while (item := _next_entry(entries, position)) is not None:
         try:
             data = _entry_bytes(item)
         except ValueError:
@@ -376,15 +504,17 @@ def _bundle_rows(entries: list[Any]) -> Iterable[tuple[int, bytes, str | None]]:
             raise IntegrityFailure(position, "the entry's fields are not seq, leaf_hash and entry")
         listed, leaf = item["seq"], item["leaf_hash"]
         yield (listed if isinstance(listed, int) else -1), data, (leaf if isinstance(leaf, str) else "")
+        position += 1
 
 
-def _check_partial(entries: list[Any], expected_seqs: list[int], size: int, root: bytes) -> list[bytes]:
+def _check_partial(entries: Iterator[Any], ranges: Sequence[SeqRange], size: int, root: bytes,
+                   digest: Any) -> None:
     """Entries of a filtered range: each proves its own place in the signed tree."""
-    leaves: list[bytes] = []
-    for position, seq in enumerate(expected_seqs):
-        if position >= len(entries):
+    last = -1
+    for seq in _seqs(ranges):
+        item = _next_entry(entries, seq)
+        if item is None:
             raise IntegrityFailure(seq, "the entry is missing from the bundle")
-        item = entries[position]
         try:
             data = _entry_bytes(item)
             proof = _unb64_list(item.get("inclusion"))
@@ -403,10 +533,10 @@ def _check_partial(entries: list[Any], expected_seqs: list[int], size: int, root
             raise IntegrityFailure(seq, "the entry's fields are not seq, leaf_hash, entry and inclusion")
         if embedded != seq or item.get("seq") != seq or item.get("leaf_hash") != leaf.hex():
             raise IntegrityFailure(seq, f"the entry's listed seq or leaf hash is not its own (claims seq {embedded})")
-        leaves.append(leaf)
-    if len(entries) > len(expected_seqs):
-        raise IntegrityFailure(expected_seqs[-1] + 1 if expected_seqs else 0, "an entry the manifest does not list")
-    return leaves
+        digest.update(leaf)
+        last = seq
+    if _next_entry(entries, last + 1) is not None:
+        raise IntegrityFailure(last + 1, "an entry the manifest does not list")
 
 
 # --- the console script -------------------------------------------------------------------
@@ -435,18 +565,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trusted, origin = load_trusted_keys(_read(args.trusted_keys))
         kept = [_read(p) for p in args.previous_checkpoint]
-        raw = Path(args.bundle).read_bytes() if Path(args.bundle).is_file() else None
-        if raw is None:
+        if not Path(args.bundle).is_file():
             raise UsageError(f"no such bundle file: {args.bundle}")
         try:
-            bundle = json.loads(raw.decode("utf-8"))
-        except ValueError:
-            raise IntegrityFailure(None, "the bundle is not valid JSON (damaged or edited)") from None
-        if not isinstance(bundle, dict):
-            raise IntegrityFailure(None, "the bundle is not a JSON object")
-        result = verify_bundle(bundle, trusted, origin=args.origin or origin, kept_notes=kept)
-        if render_bundle(bundle).encode("utf-8") != raw:
-            raise IntegrityFailure(None, "the file differs from its verified content (bytes were changed)")
+            result = verify_bundle_file(Path(args.bundle), trusted, origin=args.origin or origin, kept_notes=kept)
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.bundle}: {exc}") from None
     except UsageError as exc:
         print(f"intended-verify: {exc}", file=sys.stderr)
         return EXIT_USAGE

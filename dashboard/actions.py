@@ -3,9 +3,17 @@ Each runs in one durable transaction that writes its audit entry."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
 from django.db import transaction
+from django.utils import timezone
 
 from audit_app.actions import record_admin
+from dashboard import tokens
+
+if TYPE_CHECKING:
+    from dashboard.models import ApiToken
 
 ROLE_ADMIN = "admin"
 ROLE_AUDITOR = "auditor"
@@ -37,13 +45,38 @@ def create_user(*, acting_user: str, username: str, roles: list[str], password: 
 
 
 @transaction.atomic(durable=True)
-def issue_api_token(*, acting_user: str, username: str) -> str:
-    """A fresh REST API token for the user (any previous one stops working)."""
+def issue_api_token(*, acting_user: str, username: str, label: str = "",
+                    lifetime: timedelta = tokens.DEFAULT_LIFETIME) -> str:
+    """A new REST API token for the user, returned once and stored only as its hash. The
+    user's other tokens keep working (several per user, for rotation)."""
     from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
 
+    from dashboard.models import ApiToken
+
+    if not timedelta(0) < lifetime <= tokens.MAX_LIFETIME:
+        raise ValueError(f"a token lives between a minute and {tokens.MAX_LIFETIME.days} days")
     user = User.objects.get(username=username)
-    Token.objects.filter(user=user).delete()
-    token = Token.objects.create(user=user)
-    record_admin("api_token.issued", actor=acting_user, target=username)
-    return token.key
+    token, prefix = tokens.new_token()
+    while ApiToken.objects.filter(prefix=prefix).exists():  # 32 bits: a clash is rare, not impossible
+        token, prefix = tokens.new_token()
+    row = ApiToken.objects.create(user=user, prefix=prefix, token_hash=tokens.hash_token(token),
+                                  label=label, created_by=acting_user,
+                                  expires_at=timezone.now() + lifetime)
+    record_admin("api_token.issued", actor=acting_user, target=username,
+                 details={"prefix": prefix, "label": label, "expires_at": row.expires_at.isoformat()})
+    return token
+
+
+@transaction.atomic(durable=True)
+def revoke_api_token(*, acting_user: str, token: ApiToken) -> bool:
+    """Revoke the token now (it is refused from the next request on). False, and no audit
+    entry, when it was already revoked: revoking twice changes nothing."""
+    from dashboard.models import ApiToken
+
+    now = timezone.now()
+    if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now, revoked_by=acting_user):
+        return False
+    token.revoked_at, token.revoked_by = now, acting_user
+    record_admin("api_token.revoked", actor=acting_user, target=token.user.get_username(),
+                 details={"prefix": token.prefix, "label": token.label})
+    return True

@@ -10,7 +10,6 @@ from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.http import HttpRequest
-from rest_framework.authtoken.models import TokenProxy
 
 
 class ReadOnly:
@@ -35,5 +34,3 @@ class ReadOnlyGroupAdmin(ReadOnly, GroupAdmin):  # type: ignore[misc]
 for model, model_admin in ((User, ReadOnlyUserAdmin), (Group, ReadOnlyGroupAdmin)):
     admin.site.unregister(model)
     admin.site.register(model, model_admin)
-if admin.site.is_registered(TokenProxy):
-    admin.site.unregister(TokenProxy)  # API tokens: `api_token` and the dashboard only

@@ -156,9 +156,17 @@ def inclusion_proof(seq: int) -> dict[str, Any] | None:
 
 
 def entry_filter(filters: dict[str, Any]) -> Any:
-    entry_filter = queries.EntryFilter
-    return entry_filter(start=filters.get("from"), end=filters.get("to"),
-                        **{k: v for k, v in filters.items() if k not in ("from", "to")})
+    """The audit app's filter from the search form's values (from and to as the API takes them)."""
+    return queries.EntryFilter.from_params(filters)
+
+
+def audit_time_problem(value: str, label: str) -> str:
+    """Why a From/To value is not a date or time the audit search takes, or "" when it is."""
+    try:
+        queries.parse_moment(value, label)
+    except queries.FilterError as exc:
+        return str(exc)
+    return ""
 
 
 def search_entries(filters: dict[str, Any], *, limit: int = 100) -> list[Any]:

@@ -142,11 +142,17 @@ class SimulateForm(forms.Form):
 DECISION_CHOICES = [("", "Any decision"), ("allow", "allow"), ("deny", "deny"), ("escalate", "escalate")]
 
 
+AUDIT_TIME_HELP = "A date (the whole day) or a time, ISO 8601; UTC unless a zone is given."
+
+
 class AuditSearchForm(forms.Form):
-    start = forms.DateTimeField(label="From", required=False,
-                                widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
-    end = forms.DateTimeField(label="To", required=False,
-                              widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    # Text, not datetime-local: a date alone must stay a date (the whole day), and the zone is
+    # the auditor's to state. The audit app parses both (one parser for the API, the command
+    # and this form).
+    start = forms.CharField(label="From", required=False, help_text=AUDIT_TIME_HELP,
+                            widget=forms.TextInput(attrs={"placeholder": "2026-11-22 or 2026-11-22T09:00Z"}))
+    end = forms.CharField(label="To", required=False, help_text=AUDIT_TIME_HELP,
+                          widget=forms.TextInput(attrs={"placeholder": "2026-11-22 or 2026-11-22T17:30+01:00"}))
     agent = forms.CharField(required=False)
     intent = forms.CharField(required=False, help_text="A glob, e.g. financial.refund.*")
     decision = forms.ChoiceField(choices=DECISION_CHOICES, required=False)
@@ -154,6 +160,21 @@ class AuditSearchForm(forms.Form):
     tool = forms.CharField(required=False)
     operation = forms.ChoiceField(required=False, choices=[("", "any"), *((op, op) for op in GOVERNED_OPERATIONS)])
     subject = forms.CharField(required=False, help_text="A glob over the tool, URI or prompt, e.g. customers://*")
+
+    def clean_start(self) -> str:
+        return self._audit_time("start", "From")
+
+    def clean_end(self) -> str:
+        return self._audit_time("end", "To")
+
+    def _audit_time(self, name: str, label: str) -> str:
+        from dashboard.backends import audit_time_problem
+
+        value = self.cleaned_data.get(name, "").strip()
+        problem = audit_time_problem(value, label)
+        if problem:
+            raise forms.ValidationError(problem)
+        return value
 
     def filters(self) -> dict[str, Any]:
         data = self.cleaned_data
@@ -172,3 +193,19 @@ class AuditSearchForm(forms.Form):
 
         params = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in self.filters().items()}
         return urlencode(params)
+
+
+class ApiTokenForm(forms.Form):
+    """A new REST API token for the signed-in user: where it is used, and how long it lives."""
+
+    LIFETIMES = [("7d", "7 days"), ("30d", "30 days"), ("90d", "90 days"), ("180d", "180 days"),
+                 ("365d", "365 days")]
+    label = forms.CharField(max_length=100, required=False,
+                            help_text="Where the token will be used, e.g. nightly export.")
+    expires = forms.ChoiceField(choices=LIFETIMES, initial="90d", label="Expires after",
+                                help_text="Tokens always expire; issue a new one before this one runs out.")
+
+    def clean_expires(self) -> Any:
+        from dashboard.tokens import parse_lifetime
+
+        return parse_lifetime(self.cleaned_data["expires"])

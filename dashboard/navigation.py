@@ -33,17 +33,20 @@ def items_for(user: Any) -> list[NavItem]:
     return items
 
 
+def landing_page(user: Any) -> str:
+    """Where a sign-in lands when it was not headed anywhere: a reviewer's work is the approvals
+    queue; admins and auditors start at the overview."""
+    if roles.is_reviewer(user) and not roles.is_auditor(user):
+        return "/approvals/"
+    return "/"
+
 def pending_approvals(user: Any) -> int | None:
     """How many open approvals this user may decide (None when approvals are not installed)."""
     try:
-        from approvals_app.actions import may_decide
-        from approvals_app.models import PENDING, Approval
+        from approvals_app.actions import decidable_pending
     except ImportError:
         return None
-    from django.utils import timezone
-
-    pending = Approval.objects.filter(status=PENDING, expires_at__gt=timezone.now())[:500]
-    return sum(1 for approval in pending if may_decide(user, approval)[0])
+    return len(decidable_pending(user))
 
 
 def navigation(request: HttpRequest) -> dict[str, Any]:

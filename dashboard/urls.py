@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from dashboard.views import account, agents, audit, overview, policies, servers
+from dashboard.views import account, agents, audit, overview, policies, servers, sso, tokens
 
 app_name = "dashboard"
 
@@ -10,6 +10,10 @@ urlpatterns = [
     path("", overview.overview, name="overview"),
     path("login/", account.login, name="login"),
     path("logout/", account.logout, name="logout"),
+    path("oidc/authenticate/", sso.Begin.as_view(), name="oidc-authenticate"),
+    path("oidc/callback/", sso.Finish.as_view(), name="oidc-callback"),
+    path("tokens/", tokens.token_list, name="tokens"),
+    path("tokens/<str:prefix>/revoke/", tokens.token_revoke, name="token-revoke"),
     path("agents/", agents.agent_list, name="agents"),
     path("agents/<slug:name>/", agents.agent_detail, name="agent"),
     path("agents/<slug:name>/toggle/", agents.agent_toggle, name="agent-toggle"),

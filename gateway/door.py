@@ -1,7 +1,8 @@
 """The checks at the door of /mcp/<server>, in the contract's order: who is calling (401),
 is every checked header there once (400), from where (Host and Origin, 403), may they use
 this server (403). Pure functions over the request headers and the configuration snapshot:
-no database query per call.
+no database query per call. Who is calling: an agent key, or an OAuth access token from
+INTENDED_OAUTH_ISSUER whose client is an agent's `oauth_client` (gateway.oauth checks it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 from channels.db import database_sync_to_async
 from django.http.request import split_domain_port, validate_host
 
-from gateway import jsonrpc
+from gateway import jsonrpc, oauth
 from intended import background
 from policies_app.actions import mark_key_used, split_key
 from policies_app.core.context import AgentView, ServerView
@@ -25,7 +26,6 @@ from policies_app.models import hash_secret
 
 log = logging.getLogger("intended.gateway")
 
-BEARER_CHALLENGE = 'Bearer realm="intended", error="invalid_token"'
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,72 @@ class Refusal:
         return jsonrpc.error_body(self.request_id, self.code, self.message)
 
 
-def unauthorized(message: str) -> Refusal:
-    return Refusal(401, jsonrpc.UNAUTHORIZED, message, [("www-authenticate", BEARER_CHALLENGE)])
+def challenge(server: str = "", error_description: str | None = None) -> str:
+    """RFC 6750 / RFC 9728: where to find the Protected Resource Metadata when OAuth is on, and
+    error="invalid_token" when a credential was presented and refused (none for no credential)."""
+    parts = ['Bearer realm="intended"']
+    if server and oauth.enabled():
+        parts.append(f'resource_metadata="{oauth.resource_metadata_url(server)}"')
+    if error_description is not None:
+        description = error_description.replace("\\", "/").replace('"', "'")
+        parts.append(f'error="invalid_token", error_description="{description}"')
+    return ", ".join(parts)
+
+
+def unauthorized(message: str, server: str = "", *, presented: bool = True) -> Refusal:
+    """401. `message` starts with "Unauthorized: "; the rest is the error_description."""
+    description = message.removeprefix("Unauthorized: ") if presented else None
+    return Refusal(401, jsonrpc.UNAUTHORIZED, message, [("www-authenticate", challenge(server, description))])
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is at the door: the agent, with the key it used, or the person an OAuth token acts
+    for (their sub and groups) and the token's client."""
+
+    agent: AgentView
+    key: KeyView | None = None
+    user: str = ""
+    groups: frozenset[str] = frozenset()
+    client: str = ""
+
+    @property
+    def holder(self) -> str:
+        """Who a session or task belongs to: the agent, and the person when there is one, so
+        that one person cannot use another's session through the same OAuth client."""
+        return f"{self.agent.name}#{self.user}" if self.user else self.agent.name
+
+
+def no_credential_message() -> str:
+    if oauth.enabled():
+        return "Unauthorized: send an agent key or an OAuth access token as 'Authorization: Bearer <token>'"
+    return "Unauthorized: send an agent key as 'Authorization: Bearer <key>'"
+
+
+async def identify(snap: Snapshot, authorization: str | None, server: str) -> Caller | Refusal:
+    """The caller behind the Authorization header: an agent key (int_<prefix>_<secret>) or,
+    when INTENDED_OAUTH_ISSUER is set, an access token for this server's resource URI."""
+    token = bearer_token(authorization)
+    if token is None:
+        return unauthorized(no_credential_message(), server, presented=False)
+    if split_key(token) is not None or not oauth.enabled():
+        found = authenticate(snap, authorization, server)
+        return found if isinstance(found, Refusal) else Caller(agent=found[0], key=found[1])
+    try:
+        identity = await oauth.resource_server().verify(token, oauth.resource_uri(server))
+    except oauth.TokenRefused as refused:
+        return unauthorized(f"Unauthorized: {refused}", server)
+    except oauth.IssuerUnavailable as exc:
+        return Refusal(503, jsonrpc.INTERNAL_ERROR, f"Service unavailable: {exc}; retry shortly",
+                       [("retry-after", "5")])
+    name = snap.oauth_clients.get(identity.client_id)
+    agent = snap.agents.get(name) if name else None
+    if agent is None:
+        return Refusal(403, jsonrpc.FORBIDDEN, f"Forbidden: the OAuth client {identity.client_id} acts as no agent "
+                       "(no agent has it as oauth_client)")
+    if not agent.enabled:
+        return Refusal(403, jsonrpc.FORBIDDEN, f"Forbidden: agent {agent.name} is disabled")
+    return Caller(agent=agent, user=identity.user, groups=identity.groups, client=identity.client_id)
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -55,22 +119,22 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def authenticate(snap: Snapshot, authorization: str | None) -> tuple[AgentView, KeyView] | Refusal:
+def authenticate(snap: Snapshot, authorization: str | None, server: str = "") -> tuple[AgentView, KeyView] | Refusal:
     """The agent behind `Authorization: Bearer int_<prefix>_<secret>`, or a 401."""
     token = bearer_token(authorization)
     if token is None:
-        return unauthorized("Unauthorized: send an agent key as 'Authorization: Bearer <key>'")
+        return unauthorized(no_credential_message(), server, presented=False)
     parts = split_key(token)
     key = snap.keys.get(parts[0]) if parts else None
     # Hash even when the prefix is unknown, so timing does not tell which prefixes exist.
     secret_hash = hash_secret(parts[1] if parts else token)
     if key is None or not hmac.compare_digest(key.secret_hash, secret_hash):
-        return unauthorized("Unauthorized: the agent key is not valid (unknown, wrong or revoked)")
+        return unauthorized("Unauthorized: the agent key is not valid (unknown, wrong or revoked)", server)
     if not key.live():
-        return unauthorized("Unauthorized: the agent key has expired")
+        return unauthorized("Unauthorized: the agent key has expired", server)
     agent = snap.agents.get(key.agent)
     if agent is None or not agent.enabled:
-        return unauthorized(f"Unauthorized: agent {key.agent} is disabled")
+        return unauthorized(f"Unauthorized: agent {key.agent} is disabled", server)
     return agent, key
 
 
@@ -101,11 +165,11 @@ def header_display_name(name: str) -> str:
     return SINGLE_HEADERS.get(name) or "-".join(part.capitalize() for part in name.split("-"))
 
 
-def check_single_credential(repeated: list[str]) -> Refusal | None:
+def check_single_credential(repeated: list[str], server: str = "") -> Refusal | None:
     """Two Authorization headers are no credential: which key would be meant? A 401, like any
     other credential the gateway cannot use (authentication answers first)."""
     if "authorization" in repeated:
-        return unauthorized("Unauthorized: send exactly one Authorization header")
+        return unauthorized("Unauthorized: send exactly one Authorization header", server)
     return None
 
 

@@ -252,21 +252,25 @@ def parse_sse_event(raw: bytes) -> SseEvent:
 
 class SseSplitter:
     """Cuts a byte stream into whole SSE events (each with its exact bytes), where a client
-    would: an event ends at any blank line (CRLF, LF or CR in any mix). An event larger than MAX_SSE_EVENT_BYTES is
-    refused (SseEventTooLarge) rather than buffered without end."""
+    would: an event ends at any blank line (CRLF, LF or CR in any mix). An event larger than
+    `limit` bytes (MAX_SSE_EVENT_BYTES by default) is refused (SseEventTooLarge) rather than
+    buffered without end, whether it arrives in pieces or whole."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_SSE_EVENT_BYTES) -> None:
         self._buffer = b""
+        self.limit = limit
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         self._buffer += chunk
         while True:
             end = _event_end(self._buffer)
             if end < 0:
-                if len(self._buffer) > MAX_SSE_EVENT_BYTES:
-                    raise SseEventTooLarge(f"an SSE event over {MAX_SSE_EVENT_BYTES} bytes")
+                if len(self._buffer) > self.limit:
+                    raise SseEventTooLarge(f"an SSE event over {self.limit} bytes")
                 return
             raw, self._buffer = self._buffer[:end], self._buffer[end:]
+            if len(raw) > self.limit:
+                raise SseEventTooLarge(f"an SSE event over {self.limit} bytes")
             yield raw
 
     def rest(self) -> bytes:

@@ -125,8 +125,14 @@ async def database_probe() -> str:
 
 async def redis_probe() -> str:
     import redis.asyncio as redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    client = redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    # The session store's timeout, and no retries (redis-py 8 retries 3 times with backoff by
+    # default, which would turn a refused connection into CHECK_TIMEOUT's "no answer").
+    timeout = settings.INTENDED_REDIS_TIMEOUT_SECONDS
+    client = redis.from_url(settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout,
+                            retry=Retry(NoBackoff(), 0))
     try:
         await client.ping()
     finally:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from audit_app import actions as audit
 from audit_app import chain
 from gateway import door, jsonrpc, transport_security
 from gateway.jsonrpc import Message
-from gateway.sessions import bindings
+from gateway.sessions import SessionStoreUnavailable, bindings, pending
 from gateway.upstream import (
     IDLE_STREAM_HEADER,
     UpstreamError,
@@ -36,6 +35,7 @@ from gateway.upstream import (
     upstream_for,
 )
 from intended import background, metrics
+from intended.logging import call_fields
 from policies_app import pinning, velocity
 from policies_app.core import records
 from policies_app.core.context import (
@@ -182,9 +182,52 @@ class Exchange:
     # What a governed call is doing now may be cut short if the agent goes away (holding it;
     # forwarding it in the 2026-07-28 era, where a closed stream is the cancellation).
     cancel_when_gone: bool = False
+    caller: door.Caller | None = None  # who came through the door (agent key, or OAuth token and person)
+
+    @property
+    def user(self) -> str:
+        return self.caller.user if self.caller else ""
+
+    @property
+    def groups(self) -> frozenset[str]:
+        return self.caller.groups if self.caller else frozenset()
+
+    @property
+    def holder(self) -> str:
+        """Who this exchange's sessions and tasks are bound to (door.Caller.holder)."""
+        return self.caller.holder if self.caller else self.agent.name
 
 
 # --- the app --------------------------------------------------------------------------------
+
+
+class AgentConnections:
+    """How many agent requests this process has open (a held call or a GET stream stays open
+    for minutes): above INTENDED_MAX_AGENT_CONNECTIONS a new one gets a 503 at once, so that a
+    flood of slow agents cannot take every socket and task of the process."""
+
+    def __init__(self) -> None:
+        self.open = 0
+
+    def admit(self) -> bool:
+        if self.open >= settings.INTENDED_MAX_AGENT_CONNECTIONS:
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+
+
+agent_connections = AgentConnections()
+
+
+def too_many_connections() -> door.Refusal:
+    limit = settings.INTENDED_MAX_AGENT_CONNECTIONS
+    return door.Refusal(503, jsonrpc.INTERNAL_ERROR,
+                        f"Service unavailable: this gateway process has {limit} agent connections open "
+                        "(INTENDED_MAX_AGENT_CONNECTIONS); retry shortly",
+                        [("retry-after", "1"), ("connection", "close")])
 
 
 class GatewayApp:
@@ -193,12 +236,27 @@ class GatewayApp:
             return
         if await transport_security.refuse_plain_http(scope, send):
             return
-        request = Request.from_scope(scope)
         response = AgentResponse(send)
+        if not agent_connections.admit():
+            await refuse(response, too_many_connections())
+            return
+        try:
+            await self._serve(scope, receive, response)
+        finally:
+            agent_connections.release()
+
+    async def _serve(self, scope: dict[str, Any], receive: Any, response: AgentResponse) -> None:
+        request = Request.from_scope(scope)
         try:
             await self._handle(request, response, receive)
         except AgentDisconnected:
             return
+        except SessionStoreUnavailable as exc:
+            log.error("session store unavailable on %s %s: %s", request.method, scope.get("path"), exc)
+            if not response.started:
+                await response.answer(jsonrpc.error_body(None, jsonrpc.INTERNAL_ERROR, session_store_down(exc)), 503)
+            else:
+                await response.end()
         except Exception:
             log.exception("gateway failure on %s %s", request.method, scope.get("path"))
             if not response.started:
@@ -219,8 +277,8 @@ class GatewayApp:
         if isinstance(admitted, door.Refusal):
             await refuse(response, admitted)
             return
-        agent, server, session_id = admitted
-        exchange = Exchange(request, response, snap, agent, server, session_id)
+        caller, server, session_id = admitted
+        exchange = Exchange(request, response, snap, caller.agent, server, session_id, caller=caller)
         if request.method == "POST":
             body = await read_body(request, receive)
             if isinstance(body, door.Refusal):
@@ -233,16 +291,17 @@ class GatewayApp:
         else:
             await run_until_disconnect(receive, response, self._delete(exchange))
 
-    async def _door(self, request: Request, snap: Snapshot) -> tuple[AgentView, ServerView, str | None] | door.Refusal:
+    async def _door(self, request: Request, snap: Snapshot) -> tuple[door.Caller, ServerView, str | None] | door.Refusal:
         repeated = door.repeated_headers(name for name, _ in request.raw_headers)
-        refusal = door.check_single_credential(repeated)
+        refusal = door.check_single_credential(repeated, request.server_name)
         if refusal is not None:
             return refusal
-        authenticated = door.authenticate(snap, request.headers.get("authorization"))
-        if isinstance(authenticated, door.Refusal):
-            return authenticated
-        agent, key = authenticated
-        door.key_usage.seen(key)
+        caller = await door.identify(snap, request.headers.get("authorization"), request.server_name)
+        if isinstance(caller, door.Refusal):
+            return caller
+        agent = caller.agent
+        if caller.key is not None:
+            door.key_usage.seen(caller.key)
         refusal = door.check_single_headers(repeated)
         if refusal is not None:
             return refusal
@@ -260,13 +319,16 @@ class GatewayApp:
         if session_id is not None:
             try:
                 owner = await bindings.owner(server.name, "session", session_id)
+            except SessionStoreUnavailable as exc:
+                log.error("session bindings unavailable: %s", exc)
+                return door.Refusal(503, jsonrpc.INTERNAL_ERROR, session_store_down(exc))
             except Exception:
                 log.exception("session bindings unavailable")
                 return door.Refusal(503, jsonrpc.INTERNAL_ERROR,
                                     "Service unavailable: the gateway cannot check sessions")
-            if owner != agent.name:
+            if owner != caller.holder:
                 return door.Refusal(404, jsonrpc.SESSION_NOT_FOUND, "Session not found")
-        return agent, server, session_id
+        return caller, server, session_id
 
     # --- POST ----------------------------------------------------------------------------
 
@@ -303,7 +365,7 @@ class GatewayApp:
                     f"Unknown task: {message.params.get('taskId')}", request_id=message.id))
                 return
         if message.kind == "response":
-            client_request_answered(ex, message)
+            await client_request_answered(ex, message)
         # Every answer is watched: the server's own requests and notifications may come on any
         # stream, and every listing is filtered to the agent's scope.
         await self._forward(ex, hook=MessageHook(ex))
@@ -312,7 +374,7 @@ class GatewayApp:
         task_id = message.params.get("taskId")
         if not isinstance(task_id, str):
             return False  # malformed: no task of this agent's has that id
-        return await bindings.owner(ex.server.name, "task", task_id) == ex.agent.name
+        return await bindings.owner(ex.server.name, "task", task_id) == ex.holder
 
     async def _tools_call(self, ex: Exchange, message: Message) -> None:
         params = message.params
@@ -331,7 +393,8 @@ class GatewayApp:
             return
         ctx = CallContext(agent=ex.agent, server=ex.server, subject=tool, arguments=arguments,
                           args_sha256=args_sha256, era=ex.era,  # type: ignore[arg-type]
-                          session_id=ex.session_id, client_addr=ex.request.client_addr)
+                          session_id=ex.session_id, client_addr=ex.request.client_addr,
+                          user=ex.user, groups=ex.groups)
         if (ex.server.name, tool) not in ex.snap.pins:  # never listed here: fetch the catalog first
             from gateway.catalog import pin_unseen_tool
 
@@ -496,6 +559,9 @@ class GatewayApp:
             await self._upstream_failed(ex, hook, jsonrpc.UPSTREAM_TIMEOUT, text, "timeout", started)
         except UpstreamError as exc:
             await self._upstream_failed(ex, hook, jsonrpc.UPSTREAM_UNREACHABLE, str(exc), "error", started)
+        except SessionStoreUnavailable as exc:
+            log.error("session store unavailable while relaying %s: %s", ex.server.name, exc)
+            await self._upstream_failed(ex, hook, jsonrpc.INTERNAL_ERROR, session_store_down(exc), "error", started)
         except asyncio.CancelledError:
             # closed before its answer came back: the call still gets its outcome
             await asyncio.shield(hook.failed("cancelled", started))
@@ -520,8 +586,8 @@ class GatewayApp:
     async def _bind_new_session(self, ex: Exchange, answer: UpstreamResponse) -> None:
         new_session = answer.header("mcp-session-id")
         if new_session and new_session != ex.session_id:
-            owner = await bindings.bind(ex.server.name, "session", new_session, ex.agent.name)
-            if owner != ex.agent.name:
+            owner = await bindings.bind(ex.server.name, "session", new_session, ex.holder)
+            if owner != ex.holder:
                 await session_taken(ex, new_session, owner)
                 raise UpstreamError(f"Upstream {ex.server.name} answered with a session that belongs to "
                                     "another agent; the answer was withheld")
@@ -635,7 +701,7 @@ async def filter_listings(ex: Exchange, message: dict[str, Any]) -> bytes | None
         kept = []
         for task in result["tasks"]:
             task_id = task.get("taskId") if isinstance(task, dict) else None
-            if isinstance(task_id, str) and await bindings.owner(server, "task", task_id) == agent.name:
+            if isinstance(task_id, str) and await bindings.owner(server, "task", task_id) == ex.holder:
                 kept.append(task)
         result["tasks"] = kept
     return jsonrpc.dumps(message)
@@ -655,12 +721,13 @@ class OperationOutcome(MessageHook):
             return
         if "result" not in message and "error" not in message:
             return
-        self.recorded = True
         result = message.get("result")
         task = result.get("task") if isinstance(result, dict) else None
         if isinstance(task, dict) and isinstance(task.get("taskId"), str):
-            await bindings.bind(self.ex.server.name, "task", task["taskId"], self.ex.agent.name)
-        record_outcome(self.ctx, "error" if answer_failed(message) else "ok", self.started, payload)
+            # before `recorded`: a task that cannot be bound fails the call (outcome `error`)
+            await bindings.bind(self.ex.server.name, "task", task["taskId"], self.ex.holder)
+        self.recorded = True
+        await commit_outcome(self.ctx, "error" if answer_failed(message) else "ok", self.started, payload)
 
     @property
     def resumable(self) -> bool:
@@ -670,12 +737,12 @@ class OperationOutcome(MessageHook):
 
     async def finished(self, started: float) -> None:
         if not self.recorded:
-            remember_pending((self.ex.server.name, self.ex.session_id, jsonrpc.id_key(self.request_id)), self.ctx)
+            await remember_outcome(self.ex, CALL_AWAITING_RESULT, self.request_id, self.ctx)
 
     async def failed(self, status: str, started: float) -> None:
         if not self.recorded:
             self.recorded = True
-            record_outcome(self.ctx, status, started, b"")
+            await commit_outcome(self.ctx, status, started, b"")
 
 
 def answer_failed(message: dict[str, Any]) -> bool:
@@ -683,20 +750,51 @@ def answer_failed(message: dict[str, Any]) -> bool:
     return "error" in message or (isinstance(result, dict) and result.get("isError") is True)
 
 
-# Allowed calls whose result did not come on their own stream: a resumed stream may carry it.
-pending_calls: OrderedDict[tuple[str, str | None, str], CallContext] = OrderedDict()
-PENDING_CALLS_KEPT = 10_000
+# Outcome entries in waiting (gateway.sessions.pending, shared by every replica through Redis):
+# an allowed call whose result did not come on its own stream (a resumed stream may carry it),
+# and a request of the server relayed to the agent, waiting for the agent's answer.
+CALL_AWAITING_RESULT = "call"
+CLIENT_REQUEST_AWAITING_ANSWER = "client-request"
 
 
-def remember_pending(key: tuple[str, str | None, str], ctx: CallContext) -> None:
-    pending_calls[key] = ctx
-    while len(pending_calls) > PENDING_CALLS_KEPT:
-        pending_calls.popitem(last=False)
+async def remember_outcome(ex: Exchange, kind: str, request_id: Any, ctx: CallContext) -> None:
+    """Keep what the outcome entry needs (plain JSON), for whichever replica sees the answer."""
+    entry = records.outcome_record(ctx, status="", latency_ms=0)
+    entry.pop("outcome")
+    waiting = {"entry": entry, "started": time.time(), "log": call_fields(ctx)}
+    try:
+        await pending.remember(ex.server.name, ex.session_id, kind, jsonrpc.id_key(request_id), waiting)
+    except Exception:
+        log.exception("could not keep call %s waiting for its answer: its outcome entry will be missing",
+                      ctx.call_id)
+
+
+async def answer_awaited(ex: Exchange, kind: str, request_id: Any, status: str, payload: bytes) -> None:
+    """An answer went by: the outcome entry waiting for it (on any replica) is written, once."""
+    try:
+        waiting = await pending.take(ex.server.name, ex.session_id, kind, jsonrpc.id_key(request_id))
+    except Exception:
+        log.exception("could not look up the call answered by %s's message %r", ex.server.name, request_id)
+        return
+    if waiting is not None:
+        await record_waiting_outcome(waiting, status, payload)
+
+
+async def record_waiting_outcome(waiting: dict[str, Any], status: str, payload: bytes) -> None:
+    latency_ms = max(0.0, (time.time() - float(waiting.get("started", time.time()))) * 1000)
+    await commit_or_queue({**waiting["entry"], "outcome": {
+        "status": status, "latency_ms": round(latency_ms, 3),
+        "result_sha256": hashlib.sha256(payload).hexdigest() if payload else "", "result_size": len(payload)}},
+        waiting.get("entry", {}).get("call_id"))
+    level = logging.INFO if status == "ok" else logging.WARNING
+    metrics.call_log.log(level, "call finished: %s", status,
+                         extra={**waiting.get("log", {}), "status": status, "upstream_ms": round(latency_ms, 3)})
 
 
 class StreamHook(MessageHook):
     """On a GET stream (standalone, or resumed with Last-Event-ID): the result of a call decided
-    earlier gets its outcome entry (listings are filtered by every hook)."""
+    earlier, by this replica or another, gets its outcome entry (listings are filtered by every
+    hook)."""
 
     async def on_answer(self, message: dict[str, Any], payload: bytes) -> None:
         if "result" not in message and "error" not in message:
@@ -704,9 +802,8 @@ class StreamHook(MessageHook):
         request_id = message.get("id")
         if not isinstance(request_id, str | int):
             return
-        ctx = pending_calls.pop((self.ex.server.name, self.ex.session_id, jsonrpc.id_key(request_id)), None)
-        if ctx is not None:
-            record_outcome(ctx, "error" if answer_failed(message) else "ok", None, payload)
+        await answer_awaited(self.ex, CALL_AWAITING_RESULT, request_id,
+                             "error" if answer_failed(message) else "ok", payload)
 
 
 # --- the server's own messages to the agent ----------------------------------------------------
@@ -730,7 +827,7 @@ async def server_message(ex: Exchange, message: dict[str, Any]) -> bytes | None:
         return None
     ctx = await decide_client_request(ex, method, params)
     if ctx.decision == ALLOW:
-        remember_client_request(ex, message["id"], ctx)
+        await remember_outcome(ex, CLIENT_REQUEST_AWAITING_ANSWER, message["id"], ctx)
         return None
     await answer_server(ex, jsonrpc.error_body(message["id"], jsonrpc.DENIED, denial_text(ctx), denial_meta(ctx)))
     return DROP
@@ -741,7 +838,7 @@ async def decide_client_request(ex: Exchange, method: str, params: dict[str, Any
     deny: nobody can hold the server's request open for a reviewer)."""
     ctx = CallContext(agent=ex.agent, server=ex.server, subject=method, arguments=dict(params),
                       args_sha256=_sha256_or_empty(params), operation=method, era=ex.era,  # type: ignore[arg-type]
-                      session_id=ex.session_id, client_addr=ex.request.client_addr)
+                      session_id=ex.session_id, client_addr=ex.request.client_addr, user=ex.user, groups=ex.groups)
     decision_started = time.monotonic()
     await decide(ctx, ex.snap, ports())
     if ctx.decision == ESCALATE:
@@ -796,21 +893,10 @@ async def answer_server(ex: Exchange, payload: bytes) -> None:
         log.warning("could not answer a denied request of %s", ex.server.name, exc_info=True)
 
 
-# The server's requests relayed to an agent, waiting for the agent's answer (its outcome).
-pending_client_requests: OrderedDict[tuple[str, str | None, str], tuple[CallContext, float]] = OrderedDict()
-
-
-def remember_client_request(ex: Exchange, request_id: Any, ctx: CallContext) -> None:
-    pending_client_requests[(ex.server.name, ex.session_id, jsonrpc.id_key(request_id))] = (ctx, time.monotonic())
-    while len(pending_client_requests) > PENDING_CALLS_KEPT:
-        pending_client_requests.popitem(last=False)
-
-
-def client_request_answered(ex: Exchange, message: Message) -> None:
-    found = pending_client_requests.pop((ex.server.name, ex.session_id, jsonrpc.id_key(message.id)), None)
-    if found is not None:
-        ctx, started = found
-        record_outcome(ctx, "error" if "error" in message.body else "ok", started, ex.request.body)
+async def client_request_answered(ex: Exchange, message: Message) -> None:
+    """The agent answered a request of the server (its outcome, on whichever replica)."""
+    await answer_awaited(ex, CLIENT_REQUEST_AWAITING_ANSWER, message.id,
+                         "error" if "error" in message.body else "ok", ex.request.body)
 
 
 # --- relaying the upstream's answer ---------------------------------------------------------
@@ -843,7 +929,7 @@ async def relay(ex: Exchange, answer: UpstreamResponse, hook: MessageHook) -> No
             await response.start(answer.status, headers)
         await response.end()
     elif is_json or isinstance(hook, OperationOutcome):
-        payload = b"".join([chunk async for chunk in answer.body])
+        payload = await read_answer(ex, answer)
         replaced = await hook.on_message(payload) if payload else None
         expect_call_answered(ex, answer, hook, content_type)
         if replaced == DROP:  # nothing of it may reach the agent: accepted, with no body
@@ -871,7 +957,7 @@ async def relay_into_committed_sse(ex: Exchange, answer: UpstreamResponse, hook:
         await pump_sse(answer, hook, ex.response.chunk)
         expect_call_answered(ex, answer, hook, "text/event-stream")
     else:
-        payload = b"".join([chunk async for chunk in answer.body])
+        payload = await read_answer(ex, answer)
         if answer.status >= 400 or not payload:
             request_id = ex.message.id if ex.message is not None else None
             payload = jsonrpc.error_body(request_id, jsonrpc.UPSTREAM_UNREACHABLE,
@@ -899,16 +985,37 @@ def expect_call_answered(ex: Exchange, answer: UpstreamResponse, hook: MessageHo
     raise UpstreamError(f"Upstream {ex.server.name} {what}")
 
 
+async def read_answer(ex: Exchange, answer: UpstreamResponse) -> bytes:
+    """A whole (JSON) answer, at most INTENDED_MAX_UPSTREAM_ANSWER_BYTES: a bigger one is
+    refused as soon as it is declared or read past the limit, never buffered without end."""
+    limit = settings.INTENDED_MAX_UPSTREAM_ANSWER_BYTES
+    too_large = UpstreamError(f"Upstream {ex.server.name} answered more than {limit} bytes "
+                              "(INTENDED_MAX_UPSTREAM_ANSWER_BYTES); the answer was withheld")
+    declared = answer.header("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in answer.body:
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def pump_sse(answer: UpstreamResponse, hook: MessageHook,
                    emit: Callable[[bytes], Awaitable[None]]) -> None:
-    """Relay SSE event by event, as each completes (keep-alive comments included)."""
-    splitter = jsonrpc.SseSplitter()
+    """Relay SSE event by event, as each completes (keep-alive comments included); an event
+    over INTENDED_MAX_UPSTREAM_ANSWER_BYTES ends the stream with an error."""
+    splitter = jsonrpc.SseSplitter(limit=settings.INTENDED_MAX_UPSTREAM_ANSWER_BYTES)
     try:
         async for chunk in answer.body:
             for raw in splitter.feed(chunk):
                 await emit(await rewrite_event(raw, hook))
     except jsonrpc.SseEventTooLarge as exc:
-        raise UpstreamError(f"Upstream sent {exc}") from exc
+        raise UpstreamError(f"Upstream {hook.ex.server.name} sent {exc} "
+                            "(INTENDED_MAX_UPSTREAM_ANSWER_BYTES); the event was withheld") from exc
     rest = splitter.rest()
     if rest:
         event = jsonrpc.parse_sse_event(rest)
@@ -945,28 +1052,40 @@ async def rewrite_event(raw: bytes, hook: MessageHook) -> bytes:
 
 
 async def read_body(request: Request, receive: Any) -> bytes | door.Refusal:
+    """The request body, at most INTENDED_MAX_BODY_BYTES (a larger declared length is refused
+    before a byte of it is read), arriving within INTENDED_BODY_TIMEOUT_SECONDS (else 408: a
+    stalled or trickled body must not hold the connection). Both refusals close the connection,
+    so that the unread rest of the body is never taken for the next request."""
     limit = settings.INTENDED_MAX_BODY_BYTES
-    too_large = door.Refusal(413, jsonrpc.INVALID_REQUEST, f"Request body too large (limit {limit} bytes)")
+    deadline = settings.INTENDED_BODY_TIMEOUT_SECONDS
+    closing = [("connection", "close")]
+    too_large = door.Refusal(413, jsonrpc.INVALID_REQUEST, f"Request body too large (limit {limit} bytes)", closing)
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
             if int(declared) > limit:
                 return too_large
         except ValueError:
-            return door.Refusal(400, jsonrpc.INVALID_REQUEST, "Invalid Content-Length")
+            return door.Refusal(400, jsonrpc.INVALID_REQUEST, "Invalid Content-Length", closing)
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise AgentDisconnected()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return too_large
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        async with asyncio.timeout(deadline):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise AgentDisconnected()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return too_large
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        return door.Refusal(408, jsonrpc.INVALID_REQUEST,
+                            f"Request body not received within {deadline:g} s (INTENDED_BODY_TIMEOUT_SECONDS)",
+                            closing)
 
 
 async def refuse(response: AgentResponse, refusal: door.Refusal) -> None:
@@ -1048,7 +1167,7 @@ def governed_context(ex: Exchange, message: Message) -> CallContext | None:
     return CallContext(agent=ex.agent, server=ex.server, subject=subject, arguments=arguments,
                        args_sha256=args_sha256, operation=method, ref_kind=ref_kind,
                        era=ex.era, session_id=ex.session_id,  # type: ignore[arg-type]
-                       client_addr=ex.request.client_addr)
+                       client_addr=ex.request.client_addr, user=ex.user, groups=ex.groups)
 
 
 def not_found(ctx: CallContext) -> tuple[int, str]:
@@ -1124,6 +1243,10 @@ async def audit_invalid_arguments(ctx: CallContext, exc: InvalidArguments) -> No
         log.exception("could not audit invalid arguments of call %s", ctx.call_id)
 
 
+def session_store_down(exc: Exception) -> str:
+    return f"Service unavailable: the gateway cannot reach its session store ({exc})"
+
+
 def record_outcome(ctx: CallContext, status: str, started: float | None, payload: bytes) -> None:
     """Queue the outcome entry; it is committed with the next batch, not before the result is
     relayed (only the decision entry must be committed before forwarding)."""
@@ -1135,3 +1258,33 @@ def record_outcome(ctx: CallContext, status: str, started: float | None, payload
     except Exception:
         log.exception("could not record the outcome of call %s", ctx.call_id)
     metrics.call_finished(ctx, status, latency_ms / 1000 if started is not None else None)
+
+
+async def commit_outcome(ctx: CallContext, status: str, started: float | None, payload: bytes) -> None:
+    """The outcome entry of an answer about to be relayed, committed before it is: an answer the
+    agent received always has its outcome entry, even when this process is killed the next
+    instant (tests/deploy SIGKILLs a replica mid-run). Concurrent calls still share commits."""
+    latency_ms = (time.monotonic() - started) * 1000 if started is not None else 0.0
+    try:
+        record = records.outcome_record(
+            ctx, status=status, latency_ms=latency_ms,
+            result_sha256=hashlib.sha256(payload).hexdigest() if payload else "", result_size=len(payload))
+    except Exception:
+        log.exception("could not record the outcome of call %s", ctx.call_id)
+    else:
+        await commit_or_queue(record, ctx.call_id)
+    metrics.call_finished(ctx, status, latency_ms / 1000 if started is not None else None)
+
+
+async def commit_or_queue(record: dict[str, Any], call_id: Any) -> None:
+    """Commit an outcome entry; if the audit trail refuses it now, the answer is relayed all the
+    same (the upstream has acted) and the entry is retried in the background (submit_outcome)."""
+    try:
+        await audit.record_outcome(record)
+        return
+    except Exception:
+        log.warning("outcome of call %s not committed; retried in the background", call_id, exc_info=True)
+    try:
+        audit.submit_outcome(record)
+    except Exception:
+        log.exception("could not record the outcome of call %s", call_id)

@@ -190,7 +190,8 @@ def call_finished(ctx: Any, status: str, seconds: float | None) -> None:
 
 
 REFUSAL_REASONS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "unknown_session",
-                   405: "method_not_allowed", 413: "body_too_large", 503: "unavailable"}
+                   405: "method_not_allowed", 408: "request_timeout", 413: "body_too_large",
+                   431: "headers_too_large", 503: "unavailable"}
 
 
 def door_refused(status: int) -> None:

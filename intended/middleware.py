@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from gateway.transport_security import refusal_for_request
@@ -21,6 +23,15 @@ CSP_HEADER = "Content-Security-Policy"
 
 # Health probes carry no secret and must work from a load balancer that speaks plain HTTP.
 TLS_EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def sign_out_origin() -> str:
+    """With single sign-on, signing out redirects the sign-out form to the provider's end-session
+    endpoint (dashboard/oidc.py), which form-action must allow: the issuer's origin, nothing else."""
+    if not getattr(settings, "INTENDED_OIDC_ENABLED", False):
+        return ""
+    issuer = urlsplit(settings.INTENDED_OIDC_ISSUER)
+    return f" {issuer.scheme}://{issuer.netloc}"
 
 
 def content_security_policy(nonce: str) -> str:
@@ -33,7 +44,7 @@ def content_security_policy(nonce: str) -> str:
         "connect-src 'self'",
         "object-src 'none'",
         "base-uri 'none'",
-        "form-action 'self'",
+        f"form-action 'self'{sign_out_origin()}",
         "frame-ancestors 'none'",
     ]
     return "; ".join(directives)

@@ -51,6 +51,20 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def env_seconds(name: str, default: float) -> float:
+    """A positive duration in seconds (a decimal number)."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -97,6 +111,17 @@ def database_from_url(name: str, url: str) -> dict[str, Any]:
     return config
 
 
+def issuer_url(name: str) -> str:
+    """An OAuth / OpenID issuer from the environment: https, or http on loopback only (the
+    tests' identity provider); anything else stops start-up with the setting named."""
+    value = os.environ.get(name, "").strip()
+    parts = urlparse(value)
+    if value and (not parts.hostname or (parts.scheme != "https" and not (
+            parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")))):
+        raise ImproperlyConfigured(f"{name} must be an https:// URL (http only on loopback), got {value!r}")
+    return value
+
+
 def redis_url(name: str) -> str:
     url = env_str(name)
     if url and urlparse(url).scheme not in ("redis", "rediss", "unix"):
@@ -137,7 +162,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "channels",
     "gateway",
@@ -219,6 +243,9 @@ else:
     CELERY_TASK_ALWAYS_EAGER = True
     CELERY_TASK_EAGER_PROPAGATES = True
 
+# The queue tasks are sent to and a worker reads by default (its tasks queue their follow-ups,
+# such as a webhook's delivery, there too): deployments that share one Redis use one each.
+CELERY_TASK_DEFAULT_QUEUE = env_str("INTENDED_CELERY_QUEUE", "celery")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
@@ -275,9 +302,47 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "dashboard.lockouts.lockout_response"
 AXES_HTTP_RESPONSE_CODE = 429
 
+# Dashboard single sign-on with OpenID Connect (dashboard/oidc.py, docs/SECURITY.md): on when
+# the issuer, client id and client secret are all set. The endpoints and keys come from the
+# issuer's discovery document; roles from the claim INTENDED_OIDC_ROLES_CLAIM on every sign-in.
+INTENDED_OIDC_ISSUER = issuer_url("INTENDED_OIDC_ISSUER").rstrip("/")
+INTENDED_OIDC_CLIENT_ID = env_str("INTENDED_OIDC_CLIENT_ID")
+INTENDED_OIDC_CLIENT_SECRET = env_str("INTENDED_OIDC_CLIENT_SECRET")
+INTENDED_OIDC_ROLES_CLAIM = env_str("INTENDED_OIDC_ROLES_CLAIM", "groups") or "groups"
+INTENDED_OIDC_USERNAME_CLAIM = env_str("INTENDED_OIDC_USERNAME_CLAIM", "preferred_username") or "preferred_username"
+INTENDED_OIDC_SCOPES = env_str("INTENDED_OIDC_SCOPES", "openid email profile") or "openid email profile"
+INTENDED_OIDC_PROVIDER_NAME = env_str("INTENDED_OIDC_PROVIDER_NAME", "single sign-on") or "single sign-on"
+_oidc_set = {name: bool(globals()[name]) for name in
+             ("INTENDED_OIDC_ISSUER", "INTENDED_OIDC_CLIENT_ID", "INTENDED_OIDC_CLIENT_SECRET")}
+INTENDED_OIDC_ENABLED = all(_oidc_set.values())
+if any(_oidc_set.values()) and not INTENDED_OIDC_ENABLED:
+    raise ImproperlyConfigured("OpenID Connect sign-in needs INTENDED_OIDC_ISSUER, INTENDED_OIDC_CLIENT_ID and "
+                               "INTENDED_OIDC_CLIENT_SECRET; missing: "
+                               + ", ".join(name for name, set_ in _oidc_set.items() if not set_))
+if INTENDED_OIDC_ENABLED:
+    if "openid" not in INTENDED_OIDC_SCOPES.split():
+        raise ImproperlyConfigured(f"INTENDED_OIDC_SCOPES must include openid, got {INTENDED_OIDC_SCOPES!r}")
+    AUTHENTICATION_BACKENDS.append("dashboard.oidc.SignInBackend")
+# mozilla-django-oidc: authorization code flow with PKCE (S256), state and nonce; the client
+# authenticates at the token endpoint with HTTP Basic (client_secret_basic, the OpenID default)
+# or, with INTENDED_OIDC_TOKEN_AUTH=post, in the body; the ID token is kept in the session for
+# RP-initiated logout (id_token_hint). Client id, secret and endpoints: dashboard/oidc.py.
+INTENDED_OIDC_TOKEN_AUTH = env_str("INTENDED_OIDC_TOKEN_AUTH", "basic") or "basic"
+if INTENDED_OIDC_TOKEN_AUTH not in ("basic", "post"):
+    raise ImproperlyConfigured(f"INTENDED_OIDC_TOKEN_AUTH must be basic or post, got {INTENDED_OIDC_TOKEN_AUTH!r}")
+OIDC_TOKEN_USE_BASIC_AUTH = INTENDED_OIDC_TOKEN_AUTH == "basic"
+OIDC_RP_SCOPES = INTENDED_OIDC_SCOPES
+OIDC_USE_PKCE = True
+OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
+OIDC_USE_NONCE = True
+OIDC_STORE_ID_TOKEN = True
+OIDC_TIMEOUT = 10
+OIDC_AUTHENTICATION_CALLBACK_URL = "dashboard:oidc-callback"
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # `Authorization: Token <token>`: hashed, expiring, revocable (dashboard/tokens.py)
+        "dashboard.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -319,6 +384,37 @@ if INTENDED_REQUIRE_TLS:
 # Bearer token for /metrics and the detailed /readyz from other hosts (loopback needs none).
 INTENDED_METRICS_TOKEN = env_str("INTENDED_METRICS_TOKEN")
 
+# --- the gateway as an OAuth 2.1 resource server (docs/SECURITY.md "Agents with OAuth") --------
+# With INTENDED_OAUTH_ISSUER set, /mcp/<server> also takes access tokens from that issuer (agent
+# keys keep working). The issuer is compared exactly as written (Auth0's ends with "/").
+INTENDED_OAUTH_ISSUER = issuer_url("INTENDED_OAUTH_ISSUER")
+# The gateway's public base URL (resource URIs, links in notifications).
+INTENDED_PUBLIC_URL = env_str("INTENDED_PUBLIC_URL").strip().rstrip("/")
+INTENDED_OAUTH_GROUPS_CLAIM = env_str("INTENDED_OAUTH_GROUPS_CLAIM", "groups").strip() or "groups"
+# The claims that name the client, first present wins (Okta: cid; Entra ID v1 tokens: appid).
+INTENDED_OAUTH_CLIENT_CLAIMS = env_list("INTENDED_OAUTH_CLIENT_CLAIMS", ["client_id", "azp"])
+# Advertised in the Protected Resource Metadata, so that clients ask for them.
+INTENDED_OAUTH_SCOPES = env_list("INTENDED_OAUTH_SCOPES", [])
+# The JWT signature algorithms accepted from an issuer, for agents' access tokens and dashboard
+# ID tokens alike: asymmetric only (HS* would make a shared secret a signing key; "none" signs nothing).
+JWT_SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+INTENDED_OAUTH_ALGORITHMS = env_list("INTENDED_OAUTH_ALGORITHMS", list(JWT_SIGNING_ALGORITHMS))
+INTENDED_OAUTH_CLOCK_SKEW_SECONDS = env_int("INTENDED_OAUTH_CLOCK_SKEW_SECONDS", 60)
+INTENDED_OAUTH_JWKS_TTL_SECONDS = env_int("INTENDED_OAUTH_JWKS_TTL_SECONDS", 60, minimum=1)
+INTENDED_OAUTH_INTROSPECTION_CLIENT_ID = env_str("INTENDED_OAUTH_INTROSPECTION_CLIENT_ID")
+INTENDED_OAUTH_INTROSPECTION_CLIENT_SECRET = env_str("INTENDED_OAUTH_INTROSPECTION_CLIENT_SECRET")
+if INTENDED_OAUTH_ISSUER:
+    if not INTENDED_PUBLIC_URL or urlparse(INTENDED_PUBLIC_URL).scheme not in ("http", "https"):
+        raise ImproperlyConfigured("INTENDED_OAUTH_ISSUER needs INTENDED_PUBLIC_URL, the gateway's public base URL "
+                                   "(e.g. https://gateway.example.com): a server's resource URI is "
+                                   "<public url>/mcp/<server>, the audience its tokens must carry")
+    _bad_algs = [a for a in INTENDED_OAUTH_ALGORITHMS if a.lower() == "none" or a.upper().startswith("HS")]
+    if _bad_algs or not INTENDED_OAUTH_ALGORITHMS:
+        raise ImproperlyConfigured("INTENDED_OAUTH_ALGORITHMS takes asymmetric algorithms only (never none or "
+                                   f"HS*), got {INTENDED_OAUTH_ALGORITHMS!r}")
+    if INTENDED_OAUTH_CLOCK_SKEW_SECONDS > 300:
+        raise ImproperlyConfigured("INTENDED_OAUTH_CLOCK_SKEW_SECONDS must be at most 300")
+
 # --- the gateway -------------------------------------------------------------------------
 INTENDED_MAX_BODY_BYTES = env_int("INTENDED_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 INTENDED_ALLOW_PRIVATE_UPSTREAMS = env_bool("INTENDED_ALLOW_PRIVATE_UPSTREAMS", EMBEDDED)
@@ -329,20 +425,35 @@ INTENDED_CREDENTIAL_KEYS = env_list("INTENDED_CREDENTIAL_KEYS", [])
 INTENDED_SIGNING_KEY_DIR = Path(env_str("INTENDED_SIGNING_KEY_DIR", str(DATA_DIR / "signing-keys")))
 INTENDED_AUDIT_ORIGIN = env_str("INTENDED_AUDIT_ORIGIN", "intended.local/audit")
 # How often a gateway process checks whether the configuration changed (seconds).
-INTENDED_CONFIG_POLL_SECONDS = float(env_str("INTENDED_CONFIG_POLL_SECONDS", "0.5") or 0.5)
+INTENDED_CONFIG_POLL_SECONDS = env_seconds("INTENDED_CONFIG_POLL_SECONDS", 0.5)
 # Idle SSE keep-alive interval (seconds) while a call is held or a stream is quiet.
-INTENDED_KEEPALIVE_SECONDS = float(env_str("INTENDED_KEEPALIVE_SECONDS", "15") or 15)
+INTENDED_KEEPALIVE_SECONDS = env_seconds("INTENDED_KEEPALIVE_SECONDS", 15)
 # How long a velocity check may wait for Redis before the call is denied (fail closed).
-INTENDED_VELOCITY_TIMEOUT_SECONDS = float(env_str("INTENDED_VELOCITY_TIMEOUT_SECONDS", "2") or 2)
+INTENDED_VELOCITY_TIMEOUT_SECONDS = env_seconds("INTENDED_VELOCITY_TIMEOUT_SECONDS", 2)
+# The gateway protects itself without a reverse proxy (docs/SECURITY.md, "Slow and greedy
+# clients"): a request's headers must arrive within INTENDED_HEADER_TIMEOUT_SECONDS (`serve`)
+# and be at most INTENDED_MAX_HEADER_BYTES, its body within INTENDED_BODY_TIMEOUT_SECONDS
+# (else 408); an upstream JSON answer or SSE event over INTENDED_MAX_UPSTREAM_ANSWER_BYTES is
+# an error; at most INTENDED_MAX_AGENT_CONNECTIONS agent requests are open per process (503).
+INTENDED_HEADER_TIMEOUT_SECONDS = env_seconds("INTENDED_HEADER_TIMEOUT_SECONDS", 10)
+INTENDED_MAX_HEADER_BYTES = env_int("INTENDED_MAX_HEADER_BYTES", 64 * 1024, minimum=4096)
+INTENDED_BODY_TIMEOUT_SECONDS = env_seconds("INTENDED_BODY_TIMEOUT_SECONDS", 30)
+INTENDED_MAX_UPSTREAM_ANSWER_BYTES = env_int("INTENDED_MAX_UPSTREAM_ANSWER_BYTES", 16 * 1024 * 1024, minimum=1024)
+INTENDED_MAX_AGENT_CONNECTIONS = env_int("INTENDED_MAX_AGENT_CONNECTIONS", 1000, minimum=1)
+# How long a session binding or pending-call lookup may wait for Redis (connect and command)
+# before the request is refused (fail closed, 503).
+INTENDED_REDIS_TIMEOUT_SECONDS = env_seconds("INTENDED_REDIS_TIMEOUT_SECONDS", 2)
 # --- approvals: where reviewers are told (approvals_app.notifications) ---
-INTENDED_PUBLIC_URL = env_str("INTENDED_PUBLIC_URL", "http://localhost:8000")
+# Links in notifications use INTENDED_PUBLIC_URL (set above, with OAuth; empty: http://localhost:8000).
 INTENDED_WEBHOOK_URL = env_str("INTENDED_WEBHOOK_URL")
+# whsec_<base64> (Standard Webhooks; space-separated while rotating), checked at start-up by
+# approvals_app (docs/APPROVALS.md); a secret of the old format still signs, with a warning.
 INTENDED_WEBHOOK_SECRET = env_str("INTENDED_WEBHOOK_SECRET")
 INTENDED_WEBHOOK_FORMAT = env_str("INTENDED_WEBHOOK_FORMAT", "json")  # json | slack
-INTENDED_WEBHOOK_ATTEMPTS = env_int("INTENDED_WEBHOOK_ATTEMPTS", 4, minimum=1)
-INTENDED_WEBHOOK_BACKOFF_SECONDS = float(env_str("INTENDED_WEBHOOK_BACKOFF_SECONDS", "1") or 1)
+INTENDED_WEBHOOK_ATTEMPTS = env_int("INTENDED_WEBHOOK_ATTEMPTS", 5, minimum=1)
+INTENDED_WEBHOOK_BACKOFF_SECONDS = env_seconds("INTENDED_WEBHOOK_BACKOFF_SECONDS", 2)
 # How often a held call re-reads its approval when no wake-up message came (the DB is the truth).
-INTENDED_APPROVAL_POLL_SECONDS = float(env_str("INTENDED_APPROVAL_POLL_SECONDS", "2") or 2)
+INTENDED_APPROVAL_POLL_SECONDS = env_seconds("INTENDED_APPROVAL_POLL_SECONDS", 2)
 
 # json: one object per line with call_id/agent/server (intended/logging.py); text for a terminal.
 LOG_FORMAT = env_str("LOG_FORMAT", "text" if EMBEDDED else "json")

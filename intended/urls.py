@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
 from audit_app.views import audit_keys
-from gateway import operations
+from gateway import oauth, operations
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -17,6 +17,8 @@ urlpatterns = [
     path("api/approvals/", include("approvals_app.api")),
     path("api/audit/", include("audit_app.api")),
     path(".well-known/intended/audit-keys.json", audit_keys, name="audit-keys"),
+    re_path(r"^\.well-known/oauth-protected-resource/mcp/(?P<server>[-a-zA-Z0-9_]+)/?$", oauth.metadata_view,
+            name="oauth-protected-resource"),
     path("api/", include("policies_app.api")),  # /api/simulate/, /api/policies/
     path("", include("dashboard.urls")),
 ]

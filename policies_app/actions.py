@@ -30,7 +30,7 @@ from policies_app.models import (
 
 SERVER_FIELDS = ("url", "command", "credential_header", "credential_env", "domain_pack", "new_tools",
                  "timeout_seconds", "connect_timeout_seconds")
-AGENT_FIELDS = ("owner", "roles", "tool_scope", "resource_scope", "prompt_scope", "enabled")
+AGENT_FIELDS = ("owner", "roles", "tool_scope", "resource_scope", "prompt_scope", "oauth_client", "enabled")
 # A server's subject -> intent maps, each planned entry by entry: (field, change kind, config key).
 INTENT_MAPS = (("tool_intents", "tool_intent", "tools"), ("resource_intents", "resource_intent", "resources"),
                ("prompt_intents", "prompt_intent", "prompts"))
@@ -119,7 +119,8 @@ def current_state() -> Desired:
     }
     agents = {
         a.name: {"owner": a.owner, "roles": sorted(set(a.roles or [])), "tool_scope": _scope(a.tool_scope),
-                 "resource_scope": _globs(a.resource_scope), "prompt_scope": _scope(a.prompt_scope), "enabled": a.enabled}
+                 "resource_scope": _globs(a.resource_scope), "prompt_scope": _scope(a.prompt_scope), "oauth_client": a.oauth_client,
+                 "enabled": a.enabled}
         for a in Agent.objects.all()
     }
     reviewers = {
@@ -362,6 +363,8 @@ def export_config() -> str:
             item["resources"] = a["resource_scope"]
         if a["prompt_scope"]:
             item["prompts"] = a["prompt_scope"]
+        if a["oauth_client"]:
+            item["oauth_client"] = a["oauth_client"]
         if not a["enabled"]:
             item["enabled"] = False
         out["agents"].append(item)

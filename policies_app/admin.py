@@ -198,7 +198,7 @@ class AgentKeyInline(admin.TabularInline):
 class AgentAdminForm(forms.ModelForm):
     class Meta:
         model = Agent
-        fields = ["name", "owner", "roles", "tool_scope", "resource_scope", "prompt_scope", "enabled"]
+        fields = ["name", "owner", "roles", "tool_scope", "resource_scope", "prompt_scope", "oauth_client", "enabled"]
 
     def clean_roles(self) -> list[str]:
         return _string_list(self.cleaned_data.get("roles") or [], "role names")

@@ -42,6 +42,10 @@ class SimulationRequest(serializers.Serializer):
     operation = serializers.CharField(required=False, default="tools/call")
     subject = serializers.CharField(required=False, help_text="a resource URI, a prompt name, ...")
     arguments = serializers.DictField(required=False, default=dict)
+    user = serializers.CharField(required=False, default="", allow_blank=True,
+                                 help_text="the person an OAuth token acts for (its sub); empty: an agent key")
+    groups = serializers.ListField(child=serializers.CharField(), required=False, default=list,
+                                   help_text="that person's groups (the token's groups claim)")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         subject = attrs.get("tool") or attrs.get("subject")
@@ -76,7 +80,7 @@ def simulate_view(request: Request) -> Response:
     data = body.validated_data
     try:
         result = simulate(data["agent"], data["server"], data["subject"], dict(data["arguments"]),
-                          operation=data["operation"])
+                          operation=data["operation"], user=data["user"], groups=frozenset(data["groups"]))
     except SimulationError as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     return Response(result)

@@ -28,15 +28,18 @@ Path = tuple[str | int, ...]
 SECTIONS = ("servers", "agents", "reviewers", "policies", "velocity_rules")
 SERVER_KEYS = {"name", "url", "command", "credential", "domain_pack", "tools", "resources", "prompts", "new_tools",
                "timeout", "connect_timeout"}
-AGENT_KEYS = {"name", "owner", "roles", "tools", "resources", "prompts", "enabled"}
+AGENT_KEYS = {"name", "owner", "roles", "tools", "resources", "prompts", "oauth_client", "enabled"}
 REVIEWER_KEYS = {"role", "users"}
-POLICY_KEYS = {"name", "intent", "agents", "decision", "reason", "conditions", "when", "escalation"}
+POLICY_KEYS = {"name", "intent", "agents", "users", "decision", "reason", "conditions", "when", "escalation"}
 VELOCITY_KEYS = {"name", "agent", "intent", "window", "max_calls", "exceeded_action", "reason", "escalation"}
 ESCALATION_KEYS = {"type", "reviewers", "required", "timeout"}
 CREDENTIAL_KEYS = {"header", "value_env"}
 DECISIONS = ("allow", "deny", "escalate")
 SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 USERNAME = re.compile(r"^[\w.@+-]+$")
+# An OAuth subject or client id as issuers write them (auth0|5f..., a GUID, a URL): printable,
+# no spaces. `group:<name>` in a policy's users names a group from the token's groups claim.
+OAUTH_NAME = re.compile(r"^[!-~]{1,255}$")
 INTENT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 INTENT_GLOB = re.compile(r"^[A-Za-z0-9_*-]+(\.[A-Za-z0-9_*-]+)*$")  # intended.globs: only * is special
 HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -335,6 +338,7 @@ def _servers(v: Validator, raw: Any, environ: Mapping[str, str], secrets: dict[s
 def _agents(v: Validator, raw: Any, desired: Desired) -> dict[str, dict[str, Any]]:
     servers = set(desired.servers) if desired.servers is not None else v.known.servers
     agents: dict[str, dict[str, Any]] = {}
+    clients: dict[str, str] = {}  # oauth_client -> agent
     for path, spec, name in _named_specs(v, raw, "agents", AGENT_KEYS, "the agent"):
         owner = spec.get("owner", "")
         if owner and v.text(owner, path + ("owner",), pattern=USERNAME, what="a user name") is None:
@@ -347,8 +351,18 @@ def _agents(v: Validator, raw: Any, desired: Desired) -> dict[str, dict[str, Any
         if not isinstance(enabled, bool):
             v.error(path + ("enabled",), "must be true or false")
             enabled = True
+        oauth_client = ""
+        if "oauth_client" in spec:
+            oauth_client = v.text(spec["oauth_client"], path + ("oauth_client",), pattern=OAUTH_NAME,
+                                  what="an OAuth client id") or ""
+            if oauth_client and oauth_client in clients:
+                v.error(path + ("oauth_client",), f"is also the OAuth client of the agent {clients[oauth_client]!r}: "
+                        "a client acts as one agent")
+            if oauth_client:
+                clients.setdefault(oauth_client, name)
         agents[name] = {"owner": owner or "", "roles": sorted(set(roles)), "tool_scope": tool_scope,
-                        "resource_scope": resource_scope, "prompt_scope": prompt_scope, "enabled": enabled}
+                        "resource_scope": resource_scope, "prompt_scope": prompt_scope,
+                        "oauth_client": oauth_client, "enabled": enabled}
     return agents
 
 
@@ -517,6 +531,12 @@ def _policies(v: Validator, raw: Any, desired: Desired) -> list[dict[str, Any]]:
             for j, ref in enumerate(names or []):
                 _agent_ref(v, ref, path + ("agents", j), desired)
             rule["agents"] = names
+        if "users" in spec:
+            users = v.strings(spec["users"], path + ("users",), pattern=OAUTH_NAME,
+                              what="a user (the token's sub) or group:<name>")
+            if users == []:
+                v.error(path + ("users",), "must not be empty (leave it out to mean any user, or none)")
+            rule["users"] = users
         decision = spec.get("decision")
         if decision not in DECISIONS:
             v.error(path + ("decision",), "must be allow, deny or escalate" + (f", got {decision!r}" if decision is not None else ""))

@@ -177,12 +177,20 @@ class Agent(models.Model):
     resource_scope = models.JSONField(default=dict, blank=True)
     # {server name: ["prompt", ...] or "*"}; a server absent here admits no prompt.
     prompt_scope = models.JSONField(default=dict, blank=True)
+    # The OAuth client id (the access token's client_id or azp) that acts as this agent; at
+    # most one agent per client, so a token always names one agent (docs/SECURITY.md).
+    oauth_client = models.CharField(max_length=255, blank=True, default="",
+                                    help_text="OAuth client id whose access tokens act as this agent.")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["name"]
         db_table = "gateway_agent"
+        constraints = [
+            models.UniqueConstraint(fields=["oauth_client"], condition=~models.Q(oauth_client=""),
+                                    name="agent_oauth_client_unique"),
+        ]
 
     def __str__(self) -> str:
         return self.name

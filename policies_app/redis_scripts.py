@@ -7,6 +7,10 @@ thing: run Lua scripts by SHA over one pipelined connection per event loop, with
 parsed by hiredis (the C parser redis-py itself uses when installed). Everything else (session
 bindings, the channel layer, Celery, readiness) keeps redis-py. The URL forms are redis-py's
 (`parse_url`): redis://, rediss:// (TLS) and unix://, with username, password and db.
+Measured against redis-py's asyncio client by bench/redis_client_ab.py (docs/PERFORMANCE.md).
+
+The URL's options are redis-py's too, and this client honours or refuses each (`url_options`,
+checked when the app starts): a `rediss://` option it did not apply would weaken TLS unseen.
 
 Failure rule: any error, timeout or lost connection fails every call in flight on that
 connection with `ScriptError`, and the next call connects afresh. The velocity stage turns
@@ -27,6 +31,49 @@ from redis.connection import SSLConnection, parse_url
 
 class ScriptError(Exception):
     """Redis could not run the script (unreachable, timed out, or refused it)."""
+
+
+# Options of redis-py's URL that this client applies.
+HONOURED = frozenset({"host", "port", "path", "username", "password", "db", "connection_class",
+                      "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile",
+                      "ssl_check_hostname"})
+# Options of redis-py's connection pool, timeouts and retries, which the same REDIS_URL may carry
+# for Celery and the channel layer: they have no meaning for one connection whose every call is
+# bounded by INTENDED_VELOCITY_TIMEOUT_SECONDS and which reconnects on the next call.
+NOT_APPLICABLE = frozenset({"socket_timeout", "socket_connect_timeout", "timeout", "socket_keepalive",
+                            "health_check_interval", "max_connections", "retry_on_timeout",
+                            "retry_on_error", "socket_read_size", "client_name"})
+CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def url_options(url: str) -> dict[str, Any]:
+    """The connection options of a Redis URL, or ValueError naming each option the client would
+    not honour (every other `ssl_*` option, `protocol`, ...)."""
+    options = parse_url(url)
+    refused = sorted(set(options) - HONOURED - NOT_APPLICABLE)
+    if refused:
+        raise ValueError(f"REDIS_URL option(s) {', '.join(refused)} are not supported by the velocity "
+                         f"counters' Redis client (policies_app/redis_scripts.py); it honours "
+                         f"{', '.join(sorted(HONOURED - {'connection_class', 'host', 'port', 'path'}))}")
+    reqs = options.get("ssl_cert_reqs", "required")
+    if isinstance(reqs, str) and reqs.lower() not in CERT_REQS:
+        raise ValueError(f"REDIS_URL: ssl_cert_reqs={reqs} is not one of none, optional, required")
+    if options.get("ssl_keyfile") and not options.get("ssl_certfile"):
+        raise ValueError("REDIS_URL: ssl_keyfile needs ssl_certfile")
+    return options
+
+
+def tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context of a rediss:// URL, as redis-py builds it from the same options."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"), capath=options.get("ssl_ca_path"))
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    reqs = options.get("ssl_cert_reqs", "required")
+    reqs = CERT_REQS[reqs.lower()] if isinstance(reqs, str) else reqs
+    check_hostname = options.get("ssl_check_hostname", True) and reqs != ssl.CERT_NONE
+    context.check_hostname = bool(check_hostname)
+    context.verify_mode = reqs
+    return context
 
 
 class Script:
@@ -89,7 +136,7 @@ class ScriptClient:
     """One pipelined connection per event loop (the gateway's), made on first use."""
 
     def __init__(self, url: str, *, timeout: float) -> None:
-        self.options = parse_url(url)
+        self.options = url_options(url)
         self.timeout = timeout  # a slow store is an unreachable one
         self.conn: _Connection | None = None
         self.connecting: asyncio.Lock | None = None
@@ -135,11 +182,7 @@ class ScriptClient:
         if "path" in opts:
             _, conn = await loop.create_unix_connection(_Connection, opts["path"])
         else:
-            tls = None
-            if opts.get("connection_class") is SSLConnection:
-                tls = ssl.create_default_context()
-                if opts.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-                    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+            tls = tls_context(opts) if opts.get("connection_class") is SSLConnection else None
             _, conn = await loop.create_connection(_Connection, opts.get("host", "localhost"),
                                                    opts.get("port", 6379), ssl=tls)
         handshake = []

@@ -28,7 +28,8 @@ class SimulationError(ValueError):
 
 
 def simulate(agent: str, server: str, subject: str, arguments: dict[str, Any], *, operation: str = TOOL_CALL,
-             snap: Snapshot | None = None) -> dict[str, Any]:
+             snap: Snapshot | None = None, user: str = "", groups: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """`user` and `groups`: the person an OAuth token would act for (empty: an agent key)."""
     snap = snap or build_snapshot()
     if agent not in snap.agents:
         raise SimulationError(f"no agent named {agent!r}")
@@ -42,7 +43,7 @@ def simulate(agent: str, server: str, subject: str, arguments: dict[str, Any], *
         raise SimulationError(f"{operation!r} is not a governed operation") from None
     ctx = CallContext(agent=snap.agents[agent], server=snap.servers[server], subject=subject,
                       arguments=arguments, args_sha256=canonical_sha256(arguments), operation=operation,
-                      ref_kind=kind if operation == COMPLETION else None)
+                      ref_kind=kind if operation == COMPLETION else None, user=user, groups=frozenset(groups))
     notes = _notes(ctx, snap)
     ports = Ports(counters=ReadOnlyCounters(velocity.counters()), pins=_simulated_pin)
     try:

@@ -32,6 +32,7 @@ def agent_view(agent: Agent) -> AgentView:
         resource_scope={server: tuple(globs) for server, globs in (agent.resource_scope or {}).items()},
         prompt_scope={server: scope_names(names) for server, names in (agent.prompt_scope or {}).items()},
         enabled=agent.enabled,
+        oauth_client=agent.oauth_client,
     )
 
 
@@ -98,7 +99,9 @@ def build_snapshot() -> Snapshot:
         servers = {s.name: server_view(s) for s in Server.objects.all()}
         policy = load_policy_index()
         pins = load_pins()
-    return Snapshot(generation=generation, agents=agents, keys=keys, servers=servers, policy=policy, pins=pins)
+    oauth_clients = {a.oauth_client: a.name for a in agents.values() if a.oauth_client}
+    return Snapshot(generation=generation, agents=agents, keys=keys, servers=servers, policy=policy, pins=pins,
+                    oauth_clients=oauth_clients)
 
 
 class SnapshotCache:

@@ -61,6 +61,10 @@ def _agent_page(request: HttpRequest, agent: Agent, **extra: Any) -> HttpRespons
     return render(request, "dashboard/agent.html", context, status=status)
 
 
+# The session key under which a key just issued waits for the one page that shows it.
+NEW_KEY = "agent-key-shown-once"
+
+
 @roles.admin_required
 def agent_detail(request: HttpRequest, name: str) -> HttpResponse:
     agent = get_object_or_404(Agent, name=name)
@@ -71,7 +75,14 @@ def agent_detail(request: HttpRequest, name: str) -> HttpResponse:
             messages.success(request, f"Agent {agent.name} saved.")
             return redirect("dashboard:agent", name=agent.name)
         return _agent_page(request, agent, form=form, status=400)
-    return _agent_page(request, agent)
+    issued = request.session.get(NEW_KEY)
+    if not issued or issued.get("agent") != agent.name:
+        return _agent_page(request, agent)
+    del request.session[NEW_KEY]  # shown once: a reload shows the key list, not the key
+    response = _agent_page(request, agent, new_key=issued["key"],
+                           new_key_row=AgentKey.objects.filter(agent=agent, prefix=issued["prefix"]).first())
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @roles.admin_required
@@ -92,10 +103,10 @@ def key_issue(request: HttpRequest, name: str) -> HttpResponse:
         return _agent_page(request, agent, key_form=form, status=400)
     key, full_key = actions.issue_key(acting_user=actor(request), agent=agent,
                                       label=form.cleaned_data["label"])
-    # Rendered, not redirected: the key exists only in this response and is never stored.
-    response = _agent_page(request, agent, new_key=full_key, new_key_row=key)
-    response["Cache-Control"] = "no-store"
-    return response
+    # Post/Redirect/Get: reloading the page that shows the key must not issue another. The key
+    # waits in the session for the redirected page, which shows it once and drops it.
+    request.session[NEW_KEY] = {"agent": agent.name, "key": full_key, "prefix": key.prefix}
+    return redirect("dashboard:agent", name=agent.name)
 
 
 @roles.admin_required

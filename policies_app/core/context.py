@@ -113,6 +113,7 @@ class AgentView:
     # server name -> allowed prompt names, or None for "*"
     prompt_scope: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
     enabled: bool = True
+    oauth_client: str = ""  # the OAuth client id whose access tokens act as this agent
 
     def may_use_server(self, server: str) -> bool:
         return server in self.tool_scope or server in self.resource_scope or server in self.prompt_scope
@@ -192,7 +193,8 @@ class CallContext:
     era: Era = "legacy"
     session_id: str | None = None
     client_addr: str = ""
-    user: str = ""  # the person an OAuth token acts for, when there is one
+    user: str = ""  # the person an OAuth token acts for (its sub), when there is one
+    groups: frozenset[str] = frozenset()  # that person's groups (the token's groups claim)
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # filled by the stages
     intent: str = ""

@@ -77,6 +77,28 @@ class AgentSet:
 
 
 @dataclass(frozen=True)
+class UserSet:
+    """A policy's `users:`: people by their token's sub and `group:<name>` entries from its
+    groups claim. Omitted, the rule applies whoever the call acts for, or nobody; given, only
+    to calls that act for a person it names (an agent-key call acts for nobody)."""
+
+    subs: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    anyone: bool = True
+
+    @classmethod
+    def parse(cls, entries: Sequence[str] | None) -> UserSet:
+        if entries is None:
+            return cls()
+        subs = frozenset(e for e in entries if not e.startswith("group:"))
+        groups = frozenset(e[len("group:"):] for e in entries if e.startswith("group:"))
+        return cls(subs=subs, groups=groups, anyone=False)
+
+    def contains(self, user: str, groups: frozenset[str]) -> bool:
+        return self.anyone or (bool(user) and (user in self.subs or not self.groups.isdisjoint(groups)))
+
+
+@dataclass(frozen=True)
 class Condition:
     attribute: str
     bound: float
@@ -159,6 +181,7 @@ class Rule:
     when: CompiledExpression | None = None
     escalation: Mapping[str, Any] | None = None
     order: int = 0
+    users: UserSet = field(default_factory=UserSet)
 
     def default_reason(self, ctx: CallContext) -> str:
         if self.decision == DENY:
@@ -236,6 +259,8 @@ class PolicyIndex:
         applicable: list[Rule] = []
         activation: dict[str, Any] | None = None
         for rule in self.candidates(ctx.intent, ctx.agent):
+            if not rule.users.contains(ctx.user, ctx.groups):
+                continue
             if not all(c.holds(ctx.arguments, ctx.attributes) for c in rule.conditions):
                 continue
             if rule.when is not None:
@@ -270,7 +295,7 @@ def cel_activation(ctx: CallContext, now: datetime | None = None) -> dict[str, A
         "tool": ctx.tool,
         "operation": ctx.operation,
         "subject": ctx.subject,
-        "user": {"sub": ctx.user},
+        "user": {"sub": ctx.user, "groups": sorted(ctx.groups)},
         "server": ctx.server.name,
         "agent": {"name": ctx.agent.name, "roles": sorted(ctx.agent.roles), "owner": ctx.agent.owner},
         "risk": ctx.risk.as_dict(),
@@ -297,6 +322,7 @@ def compile(document: Mapping[str, Any], version: int = 0) -> PolicyIndex:  # no
             when=compile_expression(raw["when"]) if raw.get("when") else None,
             escalation=raw.get("escalation"),
             order=i,
+            users=UserSet.parse(raw.get("users")),
         )
         for i, raw in enumerate(document.get("policies") or [])
     )

@@ -33,3 +33,4 @@ class Snapshot:
     servers: Mapping[str, ServerView]
     policy: PolicyIndex
     pins: Mapping[tuple[str, str], PinView] = field(default_factory=dict)  # (server, tool)
+    oauth_clients: Mapping[str, str] = field(default_factory=dict)  # OAuth client id -> agent name

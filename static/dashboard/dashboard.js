@@ -78,4 +78,76 @@
     };
   }
   document.querySelectorAll("[data-tail]").forEach(startTail);
+
+  // Reviewers: the live count of approvals waiting for them (nav badge and page title), opt-in
+  // desktop alerts, and an "intended:approval" event for the page (queue, detail) to follow.
+  // One socket per page; it reconnects with backoff.
+  var ALERTS_KEY = "intended.desktop-alerts";
+  function alertsOn() {
+    return "Notification" in window && Notification.permission === "granted" &&
+      localStorage.getItem(ALERTS_KEY) === "on";
+  }
+  function showAlertsButton() {
+    var button = document.querySelector("[data-desktop-alerts]");
+    if (!button || !("Notification" in window) || Notification.permission === "denied") return;
+    button.hidden = false;
+    button.setAttribute("aria-pressed", alertsOn() ? "true" : "false");
+    button.textContent = alertsOn() ? "Desktop alerts on" : "Desktop alerts";
+  }
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest("[data-desktop-alerts]")) return;
+    if (alertsOn()) { localStorage.setItem(ALERTS_KEY, "off"); showAlertsButton(); return; }
+    Notification.requestPermission().then(function (permission) {
+      if (permission === "granted") localStorage.setItem(ALERTS_KEY, "on");
+      showAlertsButton();
+    });
+  });
+  function showPending(count) {
+    var badge = document.querySelector("[data-pending-badge]");
+    if (badge) {
+      badge.textContent = String(count);
+      badge.hidden = count === 0;
+      badge.setAttribute("aria-label", count + " waiting for you: open the next");
+    }
+    document.querySelectorAll("[data-pending-count]").forEach(function (e) { e.textContent = String(count); });
+    var menu = document.querySelector("[data-pending-menu]");
+    if (menu) { menu.textContent = String(count); menu.hidden = count === 0; }
+    document.title = (count > 0 ? "(" + count + ") " : "") + document.title.replace(/^\(\d+\) /, "");
+    document.body.dataset.pending = String(count);
+  }
+  function notifyDesktop(approval) {
+    if (!alertsOn() || !approval.may_decide) return;
+    var note = new Notification("Approval needed: " + approval.agent + " \u2192 " + approval.server + "/" + approval.what, {
+      body: (approval.reason || approval.intent) + " (risk " + approval.risk + ")",
+      tag: "intended-approval-" + approval.id
+    });
+    note.onclick = function () { window.focus(); location.href = "/approvals/" + approval.id + "/"; };
+  }
+  function followApprovals(path, delay) {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + location.host + path);
+    function live(state) {
+      document.body.dataset.approvalsLive = state;
+      document.dispatchEvent(new CustomEvent("intended:approvals-live", {detail: state}));
+    }
+    socket.onopen = function () { delay = 500; live("live"); };
+    socket.onmessage = function (message) {
+      var data = JSON.parse(message.data);
+      if (typeof data.pending === "number") showPending(data.pending);
+      if (data.approval) {
+        if (data.event === "requested") notifyDesktop(data.approval);
+        document.dispatchEvent(new CustomEvent("intended:approval", {detail: data}));
+      }
+    };
+    socket.onclose = function (event) {
+      live(event.code === 4401 ? "signed-out" : "reconnecting");
+      if (event.code === 4401) return;
+      setTimeout(function () { followApprovals(path, Math.min(delay * 2, 10000)); }, delay);
+    };
+  }
+  var socketPath = document.body.dataset.approvalsSocket;
+  if (socketPath) {
+    showAlertsButton();
+    followApprovals(socketPath, 500);
+  }
 })();

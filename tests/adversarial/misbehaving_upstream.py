@@ -29,6 +29,7 @@ TOOLS = {
     "garbage": "Answers bytes that are not JSON.",
     "wrong_id": "Answers with another request id.",
     "huge": "Answers ten megabytes.",
+    "huge_sse": "Answers over an event stream with one event of ten megabytes.",
     "cut_json": "Promises a long JSON body and hangs up early.",
     "cut_sse": "Starts an event stream and hangs up in the middle of an event.",
     "http500": "Answers HTTP 500.",
@@ -143,6 +144,8 @@ async def tool_call(writer: asyncio.StreamWriter, request_id: Any, name: str, ar
         await answer(writer, result(wrong, text_result("an answer to someone else")))
     elif name == "huge":
         await answer(writer, result(request_id, text_result("x" * TEN_MB)))
+    elif name == "huge_sse":
+        await answer(writer, sse(result(request_id, text_result("x" * TEN_MB))), 200, "text/event-stream")
     elif name == "cut_json":
         writer.write(response_head(200, "application/json", 100_000) + b'{"jsonrpc": "2.0", "id": ')
         await writer.drain()

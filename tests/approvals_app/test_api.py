@@ -14,10 +14,10 @@ pytestmark = pytest.mark.django_db
 
 
 def client_for(user) -> APIClient:
-    from rest_framework.authtoken.models import Token
+    from dashboard.actions import issue_api_token
 
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issue_api_token(acting_user='tests', username=user.username)}")
     return client
 
 

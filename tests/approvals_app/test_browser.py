@@ -110,14 +110,16 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
         apply_config(CONFIG.format(upstream=upstream), acting_user="tests")
         key = actions.issue_key(acting_user="tests", agent=Agent.objects.get(name="support-agent"))[1]
         make_user("alice")
-        browser_session = DjangoClient()
         from django.contrib.auth.models import User
 
-        carol = User.objects.get(username="carol")
-        browser_session.force_login(carol)
+        sessions = {}
+        for lead in ("carol", "dave"):
+            browser_session = DjangoClient()
+            browser_session.force_login(User.objects.get(username=lead))
+            sessions[lead] = browser_session.cookies["sessionid"].value
         with live_gateway("daphne", **GATEWAY_ENV) as base:
             yield {"base": base, "url": f"{base}/mcp/customer-ops", "key": key, "refunds": refunds,
-                   "session": browser_session.cookies["sessionid"].value}
+                   "session": sessions["carol"], "sessions": sessions}
 
 
 def refunds_made(path: Path) -> list[dict[str, Any]]:
@@ -153,10 +155,13 @@ def decide_live(world: dict[str, Any], verdict: str, comment: str, arguments: di
         page.click(f"#approval-{approval_id} a")
         page.wait_for_selector("#approval-arguments")
         assert arguments["reason"] in page.inner_text("#approval-arguments")
-        page.fill(f"#{verdict}-comment", comment)
+        page.fill("#decision-comment", comment)
         page.screenshot(path=str(ARTIFACTS / f"{verdict}-3-detail.png"))
-        page.click(f"#{verdict}-form button[type=submit]")
-        page.wait_for_selector(f"#approval-status[data-status={'approved' if verdict == 'approve' else 'denied'}]")
+        page.click(f"#{verdict}-button")
+        # one message, and on to the queue: nothing else is waiting
+        page.wait_for_url(world["base"] + "/approvals/")
+        done = f"Approval {approval_id} {'approved' if verdict == 'approve' else 'denied'}."
+        assert page.content().count(done) == 1
         page.screenshot(path=str(ARTIFACTS / f"{verdict}-4-decided.png"))
     agent.join(60)
     assert not agent.is_alive()
@@ -209,3 +214,179 @@ def assert_call_story(call_id: str, *, outcome: bool) -> None:
     assert "approval" in kinds
     if outcome:
         assert kinds[-1] == "outcome"
+
+
+# Issue 14: reviewers are told wherever they are, decide in one place, on a laptop and a phone.
+
+LAPTOP = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+# Observes the page's desktop alerts: each Notification still goes to the browser as usual.
+RECORD_ALERTS = """
+(() => {
+  const Original = window.Notification;
+  if (!Original) return;
+  window.__alerts = [];
+  window.Notification = class extends Original {
+    constructor(title, options) { super(title, options); window.__alerts.push(title); }
+  };
+})();
+"""
+
+
+# Every link, button and disclosure on the page (the header's menu included) that is shown and
+# less than 44 px tall: what a thumb misses.
+SMALL_TARGETS = """
+Array.from(document.querySelectorAll("a, button, summary, textarea"))
+  .filter(e => e.offsetParent !== null && !e.classList.contains("skip"))
+  .filter(e => e.getBoundingClientRect().height < 44)
+  .map(e => e.outerHTML.slice(0, 80))
+"""
+
+
+def lead_page(browser: Any, world: dict[str, Any], lead: str, path: str, viewport: dict[str, int] = LAPTOP) -> Any:
+    context = browser.new_context(viewport=viewport)
+    context.add_cookies([{"name": "sessionid", "value": world["sessions"][lead], "url": world["base"]}])
+    page = context.new_page()
+    page.goto(world["base"] + path)
+    page.wait_for_selector("body[data-approvals-live=live]", timeout=10_000)
+    return page
+
+
+def held_approval(agent: AgentCall, timeout: float = 30) -> Any:
+    """The approval the gateway holds the agent's call for (read on a thread of its own:
+    Playwright's sync API runs an event loop on this one)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from approvals_app.models import Approval
+
+    def wait() -> Any:
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                approval = Approval.objects.filter(status="pending").order_by("-id").first()
+                if approval is not None:
+                    return approval
+                time.sleep(0.05)
+            return None
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        approval = pool.submit(wait).result()
+    assert approval is not None, f"no approval was held; the agent got {agent.result or agent.error!r}"
+    return approval
+
+
+def test_it_tells_a_lead_on_the_overview_and_lets_her_decide_on_a_laptop_and_a_phone(world):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    arguments = {"customer_id": "cus_1003", "amount": 80, "reason": "Charged twice"}
+    with chromium() as browser:
+        page = lead_page(browser, world, "carol", "/")
+        page.context.grant_permissions(["notifications"], origin=world["base"])
+        page.add_init_script(RECORD_ALERTS)
+        page.reload()
+        page.wait_for_selector("body[data-approvals-live=live]")
+        assert page.title() == "Overview · Intended" and page.locator("[data-pending-badge]").is_hidden()
+        page.get_by_role("button", name="Desktop alerts").click()
+        page.wait_for_selector("[data-desktop-alerts][aria-pressed=true]")
+        page.evaluate("""() => { window.__badgeSeen = null;
+          new MutationObserver(() => {
+            const badge = document.querySelector("[data-pending-badge]");
+            if (!window.__badgeSeen && !badge.hidden && badge.textContent === "1" && document.title.startsWith("(1) "))
+              window.__badgeSeen = Date.now();
+          }).observe(document.documentElement, {subtree: true, childList: true, characterData: true, attributes: true}); }""")
+
+        agent = AgentCall(world["url"], world["key"], arguments)
+        agent.start()
+        approval = held_approval(agent)
+        page.wait_for_function("() => window.__badgeSeen !== null", timeout=10_000)
+        told_after = page.evaluate("window.__badgeSeen") / 1000 - approval.requested_at.timestamp()
+        assert told_after < 2.0, f"the badge changed {told_after:.2f} s after the hold"
+        assert page.title() == "(1) Overview · Intended"
+        assert page.inner_text("[data-pending-count]") == "1"  # the overview's own panel follows too
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # no reload
+        assert page.evaluate("window.__alerts") == ["Approval needed: support-agent → customer-ops/process_refund"]
+        page.screenshot(path=str(ARTIFACTS / "live-1-overview-badge.png"))
+
+        # a phone: the queue as cards and the approval page, neither scrolls sideways
+        phone = lead_page(browser, world, "carol", "/approvals/", PHONE)
+        phone.wait_for_selector(f"#approval-{approval.pk}")
+        assert phone.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
+        assert phone.evaluate(SMALL_TARGETS) == []
+        phone.screenshot(path=str(ARTIFACTS / "live-2-phone-queue.png"))
+        phone.goto(f"{world['base']}/approvals/{approval.pk}/")
+        assert phone.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
+        for button in ("#approve-button", "#deny-button"):
+            assert phone.locator(button).bounding_box()["height"] >= 44
+        assert phone.evaluate(SMALL_TARGETS) == []
+        phone.screenshot(path=str(ARTIFACTS / "live-3-phone-approval.png"), full_page=True)
+
+        # from the badge to the approval, and approved with a comment in one click
+        page.click("[data-pending-badge]")
+        page.wait_for_url(f"{world['base']}/approvals/{approval.pk}/")
+        for button in ("#approve-button", "#deny-button"):
+            box = page.locator(button).bounding_box()
+            assert box["y"] + box["height"] <= LAPTOP["height"], f"{button} is below the fold"
+        colours = {b: page.eval_on_selector(b, "e => getComputedStyle(e).backgroundColor")
+                   for b in ("#approve-button", "#deny-button")}
+        assert len(set(colours.values())) == 2, colours
+        page.fill("#decision-comment", "Duplicate charge confirmed")
+        page.screenshot(path=str(ARTIFACTS / "live-4-laptop-approval.png"))
+        page.click("#approve-button")
+        page.wait_for_url(world["base"] + "/approvals/")
+        assert page.content().count(f"Approval {approval.pk} approved.") == 1
+        page.wait_for_function("() => document.title === 'Approvals · Intended'")
+        assert page.locator("[data-pending-badge]").is_hidden()
+    agent.join(60)
+    assert agent.error is None, agent.error
+    assert not agent.result.is_error and agent.result.structured_content["status"] == "succeeded"
+    approved = next(e for e in approval_entries(approval.pk) if e["event"] == "approved")
+    assert (approved["decided_by"], approved["comment"]) == ("carol", "Duplicate charge confirmed")
+
+
+def test_it_shows_a_lead_that_another_decided_and_keeps_her_comment(world):
+    arguments = {"customer_id": "cus_1002", "amount": 300, "reason": "Unhappy"}
+    with chromium() as browser:
+        agent = AgentCall(world["url"], world["key"], arguments)
+        agent.start()
+        approval = held_approval(agent)
+        carol = lead_page(browser, world, "carol", f"/approvals/{approval.pk}/")
+        dave = lead_page(browser, world, "dave", f"/approvals/{approval.pk}/")
+        carol.fill("#decision-comment", "I was about to ask the customer for the receipt")
+        dave.fill("#decision-comment", "Not eligible: outside the refund window")
+        dave.click("#deny-button")
+        dave.wait_for_url(world["base"] + "/approvals/")
+
+        carol.wait_for_selector("#decided-note:not([hidden])", timeout=5_000)
+        assert carol.inner_text("#decided-note") == "Denied by dave: “Not eligible: outside the refund window”"
+        assert carol.locator("#approve-button").count() == 0 and carol.locator("#deny-button").count() == 0
+        assert carol.input_value("#decision-comment") == "I was about to ask the customer for the receipt"
+        assert carol.get_attribute("#approval-status", "data-status") == "denied"
+        assert carol.evaluate("performance.getEntriesByType('navigation').length") == 1  # no reload
+        carol.screenshot(path=str(ARTIFACTS / "live-5-decided-by-another.png"))
+    agent.join(60)
+    assert agent.error is None, agent.error
+    assert agent.result.is_error and "Denied by reviewer dave" in agent.result.content[0].text
+
+
+def test_it_shows_an_expiry_live_and_keeps_the_comment(world):
+    from approvals_app import actions
+    from tests.approvals_app.conftest import call
+
+    approval, _ = actions.request_approval(call(escalation={
+        "type": "single", "reviewers": ["role:support-lead"], "timeout_seconds": 4}))
+    with chromium() as browser:
+        carol = lead_page(browser, world, "carol", f"/approvals/{approval.pk}/")
+        assert carol.title().startswith("(1) ")
+        carol.fill("#decision-comment", "Still checking the order history")
+        # no worker runs the expiry sweep here: the page's own socket expires it at the deadline
+        carol.wait_for_selector("#decided-note:not([hidden])", timeout=10_000)
+        assert carol.inner_text("#decided-note").startswith("Expired")
+        assert carol.get_attribute("#approval-status", "data-status") == "expired"
+        assert carol.locator("#approve-button").count() == 0
+        assert carol.input_value("#decision-comment") == "Still checking the order history"
+        carol.wait_for_function("() => !document.title.startsWith('(')")
+        assert carol.locator("[data-pending-badge]").is_hidden()

@@ -57,10 +57,7 @@ def test_it_refuses_to_seal_over_a_changed_entry_and_raises_an_alert() -> None:
     write_scenario()
     actions.seal()
     write_scenario()
-    entry = AuditEntry.objects.get(seq=3)
-    entry.canonical = bytes(entry.canonical).replace(b'"deny"', b'"allow"')
-    entry.save()
-    actions.seal()  # the change is before the last checkpoint: the incremental pass does not reread it
+    actions.seal()
     tail = AuditEntry.objects.order_by("-seq").first()
     assert tail is not None
     tail.canonical = bytes(tail.canonical).replace(b"alice", b"mallory")
@@ -70,6 +67,37 @@ def test_it_refuses_to_seal_over_a_changed_entry_and_raises_an_alert() -> None:
         actions.seal()
     assert refused.value.failure.seq == tail.seq
     assert ChainAlert.objects.filter(resolved_at__isnull=True, first_bad_seq=tail.seq).exists()
+
+
+def test_its_patrol_finds_an_entry_changed_deep_in_the_sealed_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(actions, "PATROL_BATCH", 4)  # each pass re-reads the next 4 sealed entries
+    write_scenario(rounds=5)
+    sealed = actions.seal().size
+    entry = AuditEntry.objects.get(seq=30)
+    entry.canonical = bytes(entry.canonical).replace(b'"deny"', b'"allow"').replace(b"alice", b"mallory")
+    assert chain.leaf_hash(bytes(entry.canonical)).hex() != entry.leaf_hash
+    entry.leaf_hash = chain.leaf_hash(bytes(entry.canonical)).hex()  # even with its own hash fixed
+    entry.save()
+    passes = 0
+    with pytest.raises(actions.SealRefused) as refused:
+        while passes <= sealed:
+            passes += 1
+            actions.seal()
+    assert refused.value.failure.seq == 30
+    assert passes == 30 // 4 + 1  # found when the patrol reached it, not before
+    assert ChainAlert.objects.filter(resolved_at__isnull=True, first_bad_seq=30).exists()
+
+
+def test_its_patrol_checks_the_whole_history_against_the_signed_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(actions, "PATROL_BATCH", 4)
+    write_scenario(rounds=2)
+    sealed = actions.seal().size
+    for _ in range(sealed // 4 + 2):  # more than a full round: it starts again from seq 0
+        actions.seal()
+    from audit_app import witness
+
+    assert witness.read_patrol(actions._stable_log_id()).next < sealed
+    assert not ChainAlert.objects.exists()
 
 
 def test_it_keeps_arguments_only_as_the_domain_pack_allows() -> None:

@@ -38,4 +38,5 @@ def test_it_refuses_to_change_a_users_roles_in_the_admin(admin_client: Client) -
 def test_it_offers_no_way_to_add_a_group_or_a_token_in_the_admin(admin_client: Client) -> None:
     assert admin_client.post("/admin/auth/group/add/", {"name": "reviewers"}).status_code == 403
     assert admin_client.get("/admin/authtoken/tokenproxy/").status_code == 404
+    assert admin_client.get("/admin/dashboard/apitoken/").status_code == 404
     assert not Group.objects.filter(name="reviewers").exists()

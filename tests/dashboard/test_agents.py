@@ -28,13 +28,23 @@ def test_it_refuses_a_duplicate_or_malformed_name_with_a_message(admin_client):
 def test_it_shows_a_new_key_once_and_stores_only_its_hash(admin_client):
     actions.save_agent(acting_user="test", name="bot")
     response = admin_client.post("/agents/bot/keys/", {"label": "production"})
-    assert response.status_code == 200
+    assert (response.status_code, response["Location"]) == (302, "/agents/bot/")  # Post/Redirect/Get
+    response = admin_client.get("/agents/bot/")
     assert response["Cache-Control"] == "no-store"
     full_key = re.search(rb'data-testid="new-key">([^<]+)<', response.content).group(1).decode()
     key = AgentKey.objects.get(agent__name="bot")
     prefix, secret = actions.split_key(full_key)
     assert key.prefix == prefix and key.secret_hash == hash_secret(secret)
     assert full_key.encode() not in admin_client.get("/agents/bot/").content
+    assert full_key not in str(dict(admin_client.session))  # gone from the session once shown
+
+
+def test_it_shows_a_new_key_only_on_its_own_agents_page(admin_client):
+    actions.save_agent(acting_user="test", name="bot")
+    actions.save_agent(acting_user="test", name="other")
+    admin_client.post("/agents/bot/keys/", {"label": ""})
+    assert b'data-testid="new-key"' not in admin_client.get("/agents/other/").content
+    assert b'data-testid="new-key"' in admin_client.get("/agents/bot/").content
 
 
 def test_it_revokes_a_key(admin_client):

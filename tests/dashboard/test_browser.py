@@ -182,3 +182,37 @@ def test_it_lets_an_auditor_filter_export_and_verify_a_bundle(transactional_db, 
         verify = subprocess.run([sys.executable, "-m", "audit_app.verify", str(bundle), "--trusted-keys", str(trusted)],
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_it_issues_one_key_however_often_the_admin_reloads(transactional_db):
+    """Issue 14: the page that shows a new key is a GET (Post/Redirect/Get), so a reload asks
+    for nothing and issues nothing; the key is shown on that one page view only."""
+    from policies_app.models import AgentKey
+
+    def keys() -> list[str]:  # read on a thread of its own: Playwright's sync API runs a loop here
+        from django.db import connection
+
+        def read() -> list[str]:
+            try:
+                return list(AgentKey.objects.filter(agent__name="refund-bot").values_list("prefix", flat=True))
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(read).result()
+
+    people.create_user(acting_user="test", username="alice", roles=["admin"], password=PASSWORD)
+    actions.save_agent(acting_user="test", name="refund-bot")
+    with live_gateway(**GATEWAY_ENV) as base, browser() as chromium:
+        page = chromium.new_page()
+        sign_in(page, base, "alice")
+        page.goto(base + "/agents/refund-bot/")
+        page.get_by_label("Label").fill("reload test")
+        page.get_by_role("button", name="Issue key").click()
+        key = page.get_by_test_id("new-key").inner_text().strip()
+        assert page.url == base + "/agents/refund-bot/"
+        assert keys() == [actions.split_key(key)[0]]
+        page.reload()
+        page.reload()
+        assert key not in page.content()
+        assert len(keys()) == 1

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from django.utils import timezone
@@ -15,24 +16,39 @@ def pending_refund(reviewers: list[str]) -> None:
                             reviewers=reviewers, expires_at=timezone.now() + timedelta(minutes=5))
 
 
+def badge(content: bytes) -> tuple[str, str, bool]:
+    """(the page title, the nav badge's count, whether the badge is hidden)."""
+    html = content.decode()
+    title = re.search(r"<title>(.*?)</title>", html).group(1)
+    found = re.search(r"<a class=\"badge\"[^>]*data-pending-badge[^>]*?( hidden)?>(\d+)</a>", html)
+    assert found, "no badge"
+    return title, found.group(2), bool(found.group(1))
+
+
 def test_it_shows_a_reviewer_the_approvals_waiting_for_them(reviewer_client):
     pending_refund(["role:support-lead"])
     page = reviewer_client.get("/")
-    assert b'<span class="badge" aria-label="1 pending">1</span>' in page.content
-    assert b'<h2 id="pend-h">Pending approvals</h2>\n    <p class="stat">1 <small>for your decision</small></p>' in page.content
+    assert badge(page.content) == ("(1) Overview · Intended", "1", False)
+    assert b'data-approvals-socket="/ws/approvals/"' in page.content
+    assert b'<h2 id="pend-h">Pending approvals</h2>\n    <p class="stat"><span data-pending-count>1</span> <small>for your decision</small></p>' in page.content
 
 
 def test_it_does_not_count_approvals_for_another_role(db):
     pending_refund(["role:finance-lead"])
     page = signed_in(persona("carol", ["support-lead"])).get("/")
-    assert b"<p class=\"stat\">0 <small>for your decision" in page.content
-    assert b'class="badge"' not in page.content
+    assert b"<p class=\"stat\"><span data-pending-count>0</span> <small>for your decision" in page.content
+    assert badge(page.content) == ("Overview · Intended", "0", True)
 
 
 def test_it_does_not_count_an_approval_for_its_agent_owner(db):
     pending_refund(["role:admin"])
     alice = persona("alice", ["admin"])
-    assert b'class="badge"' not in signed_in(alice).get("/").content
+    assert badge(signed_in(alice).get("/").content)[1:] == ("0", True)
+
+
+def test_it_opens_no_approvals_socket_for_an_auditor(auditor_client):
+    page = auditor_client.get("/")
+    assert b"data-approvals-socket" not in page.content and b"data-pending-badge" not in page.content
 
 
 def test_it_hides_the_chain_from_reviewers_and_shows_it_to_auditors(reviewer_client, auditor_client):

@@ -166,6 +166,10 @@ def pages(chromium, base: str, out: Path, refund_seq: int, approval: int) -> Non
     page.get_by_role("button", name="Simulate").click()
     page.get_by_test_id("decision").wait_for()
     shoot("simulator")
+
+    # The approvals as the support lead who decides them sees them: badge, title, decision panel.
+    page.context.clear_cookies()
+    sign_in_as_reviewer(page, base, "carol")
     shoot("approvals", "/approvals/")
     shoot("approval", f"/approvals/{approval}/")
 
@@ -185,3 +189,20 @@ def pages(chromium, base: str, out: Path, refund_seq: int, approval: int) -> Non
         phone.screenshot(path=str(out / f"{name}.png"), full_page=True)
     phone.get_by_role("button", name="Menu").click()
     phone.screenshot(path=str(out / "phone-menu.png"))
+
+    lead = chromium.new_page(viewport=PHONE, is_mobile=True)
+    sign_in_as_reviewer(lead, base, "carol")
+    for name, path in (("phone-approvals", "/approvals/"), ("phone-approval", f"/approvals/{approval}/")):
+        lead.goto(base + path)
+        lead.wait_for_selector("body[data-approvals-live=live]")
+        lead.screenshot(path=str(out / f"{name}.png"), full_page=True)
+
+
+def sign_in_as_reviewer(page, base: str, username: str) -> None:
+    """Signed in, wherever the sign-in lands, with the reviewer's live socket open."""
+    page.goto(base + "/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/login/" not in url)
+    page.wait_for_selector("body[data-approvals-live=live]")

@@ -148,3 +148,12 @@ def test_it_refuses_an_sse_event_without_end() -> None:
     splitter = SseSplitter()
     with pytest.raises(SseEventTooLarge):
         list(splitter.feed(b"data: " + b"x" * (MAX_SSE_EVENT_BYTES + 1)))
+
+
+def test_it_refuses_an_sse_event_over_its_limit_even_when_it_arrives_whole() -> None:
+    from gateway.jsonrpc import SseEventTooLarge
+
+    splitter = SseSplitter(limit=100)
+    assert list(splitter.feed(b"data: " + b"x" * 50 + b"\n\n")) == [b"data: " + b"x" * 50 + b"\n\n"]
+    with pytest.raises(SseEventTooLarge, match="over 100 bytes"):
+        list(splitter.feed(b"data: " + b"x" * 200 + b"\n\n"))

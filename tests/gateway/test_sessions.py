@@ -46,3 +46,17 @@ async def test_it_never_gives_a_bound_session_to_another_agent(kind: str) -> Non
     assert await Bindings(store).owner("up", "session", session) == "alice"
     assert await bindings.bind("up", "session", session, "alice") == "alice"
     await bindings.forget("up", "session", session)
+
+
+@pytest.mark.parametrize("kind", stores())
+async def test_it_gives_a_waiting_outcome_to_one_replica_only(kind: str) -> None:
+    from gateway.sessions import PendingOutcomes
+
+    store = RedisStore(settings.REDIS_URL) if kind == "redis" else MemoryStore()
+    forwarded_by, resumed_on = PendingOutcomes(store), PendingOutcomes(store)  # two replicas
+    session = uuid.uuid4().hex
+    await forwarded_by.remember("up", session, "call", "7", {"entry": {"call_id": "c-1"}})
+    assert await resumed_on.take("up", session, "call", "8") is None
+    assert await resumed_on.take("up", session, "client-request", "7") is None
+    assert await resumed_on.take("up", session, "call", "7") == {"entry": {"call_id": "c-1"}}
+    assert await forwarded_by.take("up", session, "call", "7") is None  # taken once

@@ -13,6 +13,8 @@ TS_SDK_VERSION=1.32.2
 NODE_RUNTIME_VERSION=22.23.3
 WANT="conformance@$CONFORMANCE_VERSION everything@$EVERYTHING_VERSION sdk@$TS_SDK_VERSION node@$NODE_RUNTIME_VERSION"
 
+# The tests' identity provider (oidc-provider, in var/idp): its own pinned install.
+bash "$HERE/../support/idp/setup.sh"
 mkdir -p "$DIR"
 DIR="$(cd "$DIR" && pwd)"
 if [ "$(cat "$DIR/.installed" 2>/dev/null)" = "$WANT" ]; then

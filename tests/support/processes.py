@@ -94,13 +94,17 @@ def running(argv: Sequence[str], port: int, env: dict[str, str] | None = None, l
 
 
 @contextmanager
-def live_gateway(server: str = "uvicorn", **env: str) -> Iterator[str]:
-    """Start the gateway on a free port against the test database; yields its base URL."""
-    port = free_port()
+def live_gateway(server: str = "uvicorn", port: int | None = None, **env: str) -> Iterator[str]:
+    """Start the gateway on a free port (or `port`, when its URL must be known before it starts,
+    e.g. for INTENDED_PUBLIC_URL) against the test database; yields its base URL."""
+    port = port or free_port()
     logs = ROOT / "var" / "test-logs"
     logs.mkdir(parents=True, exist_ok=True)
     if server == "daphne":
         argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "intended.asgi:application"]
+    elif server == "serve":  # what production runs: uvicorn with the gateway's header deadline
+        argv = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port),
+                "--in-process-worker", "off"]
     else:
         # --no-proxy-headers as in production (docs/DEPLOY.md): the app reads X-Forwarded-For
         # from TRUSTED_PROXIES only, uvicorn would believe it from loopback.

@@ -18,8 +18,10 @@ class Command(BaseCommand):
                             help="one or more of jsonl,csv,ocsf,bundle (comma separated)")
         parser.add_argument("--out", required=True,
                             help="output file, or '-' for stdout; with several formats, a stem for OUT.<format>")
-        parser.add_argument("--from", dest="from_", metavar="FROM", help="ISO 8601 time or date")
-        parser.add_argument("--to", help="ISO 8601 time or date (a date includes the whole day)")
+        parser.add_argument("--from", dest="from_", metavar="FROM",
+                            help="ISO 8601 time or date, inclusive (a date: from its start; UTC unless an offset is "
+                                 "given, e.g. 2026-11-22+01:00)")
+        parser.add_argument("--to", help="ISO 8601 time or date, inclusive (a date includes the whole day)")
         for name in queries.FILTERS[2:]:  # after from and to
             parser.add_argument(f"--{name}")
         parser.add_argument("--no-seal", action="store_true", help="do not seal new entries before a bundle")

@@ -1,4 +1,5 @@
-"""`python manage.py serve`: the web process (gateway, dashboard, API, websockets) under uvicorn.
+"""`python manage.py serve`: the web process (gateway, dashboard, API, websockets) under uvicorn,
+with the header deadline and size cap of gateway.http_protocol (plain `uvicorn` has neither).
 
 On the embedded default (no REDIS_URL, so no Celery worker) it also runs the periodic tasks
 of CELERY_BEAT_SCHEDULE in-process, which is what `demo` does too.
@@ -56,12 +57,17 @@ class InProcessBeat:
 
 def uvicorn_options(*, host: str, port: int, workers: int = 1, lifespan: str = "on",
                     access_log: bool = True) -> dict[str, Any]:
+    from gateway.http_protocol import GuardedHttpProtocol
+
     return dict(
         access_log=access_log,
         host=host,
         port=port,
         workers=workers,
         lifespan=lifespan,
+        # uvicorn's httptools protocol plus a header deadline and size cap, which uvicorn
+        # lacks (slow-header clients would hold connections for ever: docs/SECURITY.md).
+        http=GuardedHttpProtocol,
         # uvicorn would believe X-Forwarded-For from loopback; the application trusts it from
         # TRUSTED_PROXIES only (gateway/transport_security.py::TrustedProxyHeaders).
         proxy_headers=False,

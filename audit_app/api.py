@@ -1,7 +1,8 @@
 """REST API of the audit trail (DRF): search, export, verification, checkpoints.
 
-`GET /api/audit/events/`: filters from, to (ISO 8601), agent, intent (glob), decision, server,
-tool, kind; cursor-paginated (`page_size` up to 1000).
+`GET /api/audit/events/`: filters from, to (ISO 8601), agent, intent (glob), decision (a call's
+outcome, reviewers' answers included), server, tool, kind, approval_status, operation, subject,
+user; cursor-paginated (`page_size` up to 1000).
 `GET /api/audit/export/?format=jsonl|csv|ocsf|bundle&<filters>`: streamed.
 `GET /api/audit/verify/`: the stored chain checked end to end.
 `GET /api/audit/checkpoints/latest`: the latest signed checkpoint (`?format=note` for the note alone).
@@ -65,8 +66,13 @@ FILTER_PARAMETERS = [
     OpenApiParameter("to", str, description="ISO 8601 time or date, inclusive (to=2026-11-22 includes that day); "
                                             "zones as for from"),
     OpenApiParameter("agent", str), OpenApiParameter("intent", str, description="glob, e.g. financial.refund.*"),
-    OpenApiParameter("decision", str, enum=list(queries.DECISIONS)), OpenApiParameter("server", str),
-    OpenApiParameter("tool", str), OpenApiParameter("kind", str),
+    OpenApiParameter("decision", str, enum=list(queries.DECISIONS),
+                     description="a call's outcome: deny also finds approval entries denied or expired, "
+                                 "allow the approved ones"),
+    OpenApiParameter("server", str),
+    OpenApiParameter("tool", str), OpenApiParameter("kind", str, enum=list(queries.KINDS)),
+    OpenApiParameter("approval_status", str, enum=list(queries.APPROVAL_STATUSES),
+                     description="approval entries whose reviewer's answer (or expiry) is this"),
     OpenApiParameter("operation", str, description="the governed method, e.g. resources/read"),
     OpenApiParameter("subject", str, description="glob over what the operation names (tool, URI, prompt)"),
     OpenApiParameter("user", str, description="the person an OAuth token acted for"),

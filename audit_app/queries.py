@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import CharField, Func, Q, QuerySet
 from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive
 
 from audit_app import chain, keys, signing
+from audit_app.actions import KINDS
 from audit_app.models import AuditEntry, ChainAlert, ChainHead, Checkpoint
 from audit_app.verify import ChainReport, IntegrityFailure, check_chain
 from intended import globs
@@ -24,8 +25,14 @@ from intended import globs
 CONTRACT_FIELDS = ("seq", "time", "kind", "agent", "server", "tool", "intent", "decision", "reason", "rules",
                    "risk", "args", "args_sha256", "approval", "outcome", "call_id", "operation", "subject",
                    "user", "leaf_hash")
-FILTERS = ("from", "to", "agent", "intent", "decision", "server", "tool", "kind", "operation", "subject", "user")
+FILTERS = ("from", "to", "agent", "intent", "decision", "server", "tool", "kind", "approval_status", "operation",
+           "subject", "user")
 DECISIONS = ("allow", "deny", "escalate")
+APPROVAL_STATUSES = ("pending", "approved", "denied", "expired")
+# What a reviewer's answer means for the call: `decision=deny` finds the calls a reviewer denied
+# or let expire along with the policy's denials, `decision=allow` the approved ones with the
+# policy's allows. An escalation itself is the decision entry's `escalate`.
+APPROVAL_DECISIONS = {"deny": ("denied", "expired"), "allow": ("approved",)}
 
 
 class FilterError(ValueError):
@@ -42,15 +49,14 @@ class EntryFilter:
     server: str = ""
     tool: str = ""
     kind: str = ""
+    approval_status: str = ""
     operation: str = ""
     subject: str = ""  # a glob (intended.globs), like intent
     user: str = ""
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> EntryFilter:
-        decision = str(params.get("decision") or "")
-        if decision and decision not in DECISIONS:
-            raise FilterError(f"decision must be one of {', '.join(DECISIONS)}")
+        decision = _choice(params, "decision", DECISIONS)
         return cls(
             start=parse_moment(params.get("from"), "from"),
             end=parse_moment(params.get("to"), "to", end_of_day=True),
@@ -59,7 +65,8 @@ class EntryFilter:
             decision=decision,
             server=str(params.get("server") or ""),
             tool=str(params.get("tool") or ""),
-            kind=str(params.get("kind") or ""),
+            kind=_choice(params, "kind", KINDS),
+            approval_status=_choice(params, "approval_status", APPROVAL_STATUSES),
             operation=str(params.get("operation") or ""),
             subject=str(params.get("subject") or ""),
             user=str(params.get("user") or ""),
@@ -68,9 +75,16 @@ class EntryFilter:
     def as_dict(self) -> dict[str, str]:
         values = {"from": self.start.isoformat() if self.start else "", "to": self.end.isoformat() if self.end else "",
                   "agent": self.agent, "intent": self.intent, "decision": self.decision, "server": self.server,
-                  "tool": self.tool, "kind": self.kind, "operation": self.operation, "subject": self.subject,
-                  "user": self.user}
+                  "tool": self.tool, "kind": self.kind, "approval_status": self.approval_status,
+                  "operation": self.operation, "subject": self.subject, "user": self.user}
         return {k: v for k, v in values.items() if v}
+
+
+def _choice(params: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> str:
+    value = str(params.get(name) or "")
+    if value and value not in allowed:
+        raise FilterError(f"{name} must be one of {', '.join(allowed)}")
+    return value
 
 
 # A date alone, optionally with a UTC offset: `2026-11-22`, `2026-11-22Z`, `2026-11-22+02:00`.
@@ -132,11 +146,43 @@ def search(flt: EntryFilter | Mapping[str, Any]) -> QuerySet[AuditEntry]:
         if bounds is None:
             return AuditEntry.objects.none()
         qs = qs.filter(seq__gte=bounds[0], seq__lte=bounds[1])
-    for name in ("agent", "decision", "server", "tool", "kind", "operation", "user"):
+    for name in ("agent", "server", "tool", "kind", "operation", "user"):
         value = getattr(flt, name)
         if value:
             qs = qs.filter(**{name: value})
+    if flt.decision or flt.approval_status:
+        qs = qs.alias(approval_status=ApprovalStatus("canonical"))  # read in WHERE only, never selected
+    if flt.decision:
+        qs = qs.filter(_decision_q(flt.decision))
+    if flt.approval_status:
+        qs = qs.filter(kind="approval", approval_status=flt.approval_status)
     return _filter_glob(_filter_glob(qs, "intent", flt.intent), "subject", flt.subject).order_by("seq")
+
+
+class ApprovalStatus(Func):
+    """An approval entry's `approval.status`, read from its canonical JSON (RFC 8785, so UTF-8
+    JSON). It has no column: entries are never rewritten, so a column would be empty on the
+    entries already written. Approval entries are few, and the other filters (the seq range of
+    the time filter, an indexed agent or intent) pick the rows before this is read."""
+
+    output_field = CharField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="(convert_from(%(expressions)s, 'UTF8')::jsonb"
+                                                          " #>> '{approval,status}')", **extra)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection,
+                           template="json_extract(CAST(%(expressions)s AS TEXT), '$.approval.status')", **extra)
+
+
+def _decision_q(decision: str) -> Q:
+    """A call's outcome as `decision`: the decision entries that say it, and the approval
+    entries whose reviewer's answer means it (APPROVAL_DECISIONS)."""
+    statuses = APPROVAL_DECISIONS.get(decision)
+    if not statuses:
+        return Q(decision=decision)
+    return Q(decision=decision) | Q(kind="approval", approval_status__in=statuses)
 
 
 def seq_range(start: datetime | None, end: datetime | None) -> tuple[int, int] | None:

@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     phase(results, "append_entries", lambda: measure_append_entries(args.append_seconds, rng))
     phase(results, "record_decision", lambda: measure_record_decision(args.append_seconds, args.callers, rng))
     # a long seal history before the steady pass: the appended entries sealed as this many
-    # passes 5 s apart would have (H1's `seal --simulate-history`; real signed checkpoints)
+    # passes 5 s apart would have (`seal --simulate-history`: real signed checkpoints)
     phase(results, "seal_simulated_history",
           lambda: manage("seal", "--simulate-history", str(args.history_passes), "--interval", "5"))
     from audit_app import actions

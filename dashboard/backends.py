@@ -169,11 +169,31 @@ def audit_time_problem(value: str, label: str) -> str:
     return ""
 
 
-def search_entries(filters: dict[str, Any], *, limit: int = 100) -> list[Any]:
-    """The newest entries matching the audit filters (from, to, agent, intent glob, decision,
-    server, tool)."""
-    search = queries.search
-    return list(search(entry_filter(filters)).order_by("-seq")[:limit])
+@dataclass(frozen=True)
+class EntryPage:
+    """One page of the audit search, newest first, and whether there is more either side."""
+
+    entries: list[Any]
+    older: bool
+    newer: bool
+
+
+def search_entries(filters: dict[str, Any], *, before: int | None = None, after: int | None = None,
+                   limit: int = 100) -> EntryPage:
+    """A page of the entries matching the audit filters, newest first: the newest ones, those
+    just older than seq `before`, or those just newer than seq `after`. Paging by seq keeps a
+    page where it is while new entries arrive (a page number would shift)."""
+    found = queries.search(entry_filter(filters))
+    if after is not None:
+        rows = list(found.filter(seq__gt=after).order_by("seq")[:limit + 1])
+        if rows:  # else nothing newer is left: the newest page
+            newer, rows = len(rows) > limit, rows[:limit][::-1]
+            return EntryPage(rows, found.filter(seq__lt=rows[-1].seq).exists(), newer)
+    if before is None:
+        rows = list(found.order_by("-seq")[:limit + 1])
+        return EntryPage(rows[:limit], len(rows) > limit, False)
+    rows = list(found.filter(seq__lt=before).order_by("-seq")[:limit + 1])
+    return EntryPage(rows[:limit], len(rows) > limit, found.filter(seq__gte=before).exists())
 
 
 def export_chunks(fmt: str, filters: dict[str, Any]) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.core.validators import validate_slug
 
+from audit_app.queries import APPROVAL_STATUSES, KINDS
 from gateway.addresses import UnsafeUpstream, check_upstream_url
 from policies_app.core.context import GOVERNED_OPERATIONS
 from policies_app.models import Agent, Server
@@ -155,9 +156,13 @@ class AuditSearchForm(forms.Form):
                           widget=forms.TextInput(attrs={"placeholder": "2026-11-22 or 2026-11-22T17:30+01:00"}))
     agent = forms.CharField(required=False)
     intent = forms.CharField(required=False, help_text="A glob, e.g. financial.refund.*")
-    decision = forms.ChoiceField(choices=DECISION_CHOICES, required=False)
+    decision = forms.ChoiceField(choices=DECISION_CHOICES, required=False,
+                                 help_text="The call's outcome: deny includes reviewers' denials and expiries")
     server = forms.CharField(required=False)
     tool = forms.CharField(required=False)
+    kind = forms.ChoiceField(required=False, choices=[("", "Any kind"), *((k, k) for k in KINDS)])
+    approval_status = forms.ChoiceField(label="Approval status", required=False,
+                                        choices=[("", "Any status"), *((s, s) for s in APPROVAL_STATUSES)])
     operation = forms.ChoiceField(required=False, choices=[("", "any"), *((op, op) for op in GOVERNED_OPERATIONS)])
     subject = forms.CharField(required=False, help_text="A glob over the tool, URI or prompt, e.g. customers://*")
 
@@ -183,16 +188,19 @@ class AuditSearchForm(forms.Form):
             found["from"] = data["start"]
         if data.get("end"):
             found["to"] = data["end"]
-        for name in ("agent", "intent", "decision", "server", "tool", "operation", "subject"):
+        for name in ("agent", "intent", "decision", "server", "tool", "kind", "approval_status", "operation",
+                     "subject"):
             if data.get(name):
                 found[name] = data[name]
         return found
 
-    def query_string(self) -> str:
+    def query_string(self, *, without: tuple[str, ...] = ()) -> str:
+        """The search in this form's own names (start and end, not the API's from and to), for
+        the export, paging and quick-range links, which this form reads back."""
         from urllib.parse import urlencode
 
-        params = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in self.filters().items()}
-        return urlencode(params)
+        return urlencode({name: value for name, value in self.cleaned_data.items()
+                          if value and name not in without})
 
 
 class ApiTokenForm(forms.Form):

@@ -4,7 +4,9 @@ status and a live tail (dashboard.tail over a websocket)."""
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.http import (
     Http404,
@@ -21,16 +23,48 @@ from dashboard.forms import AuditSearchForm
 EXPORT_FORMATS = [("jsonl", "JSON Lines"), ("csv", "CSV"), ("ocsf", "OCSF"), ("bundle", "Signed bundle")]
 
 
+# The quick ranges: links that fill From with a moment this long before now (UTC, to the
+# second), so the page, its paging and its exports all cover the same fixed window.
+QUICK_RANGES = [("Last hour", timedelta(hours=1)), ("Last 24 h", timedelta(hours=24)),
+                ("Last 7 days", timedelta(days=7))]
+PAGE_SIZE = 100
+
+
+def _seq_param(request: HttpRequest, name: str) -> int | None:
+    value = request.GET.get(name, "")
+    if value == "":
+        return None
+    if not value.isdigit():
+        raise ValueError(f"{name} must be an entry's sequence number, not {value!r}")
+    return int(value)
+
+
+def _link(query: str, **extra: Any) -> str:
+    return "/audit/?" + "&".join(part for part in (query, urlencode(extra)) if part)
+
+
 @roles.auditor_required
 def audit_search(request: HttpRequest) -> HttpResponse:
-    form = AuditSearchForm(request.GET or None)
-    filters = form.filters() if form.is_valid() else {}
-    entries = backends.search_entries(filters)
-    query = form.query_string() if form.is_valid() else ""
+    try:
+        before, after = _seq_param(request, "before"), _seq_param(request, "after")
+    except ValueError as exc:
+        return HttpResponseBadRequest(str(exc))
+    searched = {k: v for k, v in request.GET.items() if k not in ("before", "after")}
+    form = AuditSearchForm(searched or None)
+    valid = form.is_valid()
+    filters = form.filters() if valid else {}
+    page = backends.search_entries(filters, before=before, after=after, limit=PAGE_SIZE)
+    query = form.query_string() if valid else ""
+    now = datetime.now(UTC).replace(microsecond=0)
+    without_start = form.query_string(without=("start",)) if valid else ""
     return render(request, "dashboard/audit.html", {
-        "form": form, "entries": [entry_row(e) for e in entries], "filtered": bool(filters),
+        "form": form, "entries": [entry_row(e) for e in page.entries], "filtered": bool(filters),
         "exports": [(fmt, label, f"/audit/export/?format={fmt}" + (f"&{query}" if query else ""))
                     for fmt, label in EXPORT_FORMATS],
+        "quick_ranges": [(label, _link(without_start, start=(now - span).isoformat().replace("+00:00", "Z")))
+                         for label, span in QUICK_RANGES],
+        "older": _link(query, before=page.entries[-1].seq) if page.older else "",
+        "newer": _link(query, after=page.entries[0].seq) if page.newer and page.entries else "",
         "chain": backends.chain_status(),
     })
 

@@ -219,3 +219,17 @@ def test_an_intent_glob_is_an_index_range_under_any_collation(big_table: datetim
 def test_kind_has_an_index(big_table: datetime) -> None:
     text = plan({"kind": "approval"})
     assert "Index Cond: ((kind)::text = 'approval'::text)" in text, text
+
+
+def test_the_denied_refunds_of_the_last_hour_are_an_index_range(big_table: datetime) -> None:
+    # decision=deny also reads the approval status of approval entries (queries._decision_q):
+    # a filter on the rows of the indexed ranges, never a walk of the table.
+    last_hour = (big_table - timedelta(hours=1)).isoformat()
+    for params in ({"from": last_hour, "decision": "deny", "intent": "financial.refund.process"},
+                   {"from": last_hour, "decision": "deny"},
+                   {"decision": "deny", "intent": "financial.refund.*"}):
+        text = plan(params)
+        assert "Seq Scan" not in text, text
+        assert "Index Cond:" in text, text
+    text = plan({"approval_status": "denied"})
+    assert "Index Cond: ((kind)::text = 'approval'::text)" in text, text

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -97,3 +98,68 @@ def test_it_shows_calls_latency_and_top_agents_on_the_overview(auditor_client, t
     assert b"support-agent" in page.content
     assert b"12.5 <small>ms median" in page.content  # of 12.5 and 40
     assert b"chain-h" in page.content
+
+
+def page_links(response) -> dict[str, str]:
+    """The paging links by their rel (prev: newer, next: older)."""
+    html = response.content.decode()
+    return {rel: href.replace("&amp;", "&") for href, rel in re.findall(r'<a class="button" href="([^"]+)" rel="(\w+)"', html)}
+
+
+def test_it_pages_through_more_than_a_page_of_entries(auditor_client, db):
+    from audit_app.actions import record_admin
+    from audit_app.models import AuditEntry
+
+    for n in range(230):
+        record_admin("agent.saved", actor="alice", target=f"agent-{n}")
+    every = list(AuditEntry.objects.filter(kind="admin").order_by("-seq").values_list("seq", flat=True))
+    first = auditor_client.get("/audit/", {"kind": "admin"})
+    assert seqs(first) == every[:100]
+    assert set(page_links(first)) == {"next"}  # the newest page has nothing newer
+    second = auditor_client.get(page_links(first)["next"])
+    assert seqs(second) == every[100:200]
+    assert "kind=admin" in page_links(second)["next"]  # the filters stay on the page links
+    third = auditor_client.get(page_links(second)["next"])
+    assert seqs(third) == every[200:] and len(seqs(third)) == 30 + (len(every) - 230)
+    assert set(page_links(third)) == {"prev"}
+    back = auditor_client.get(page_links(third)["prev"])
+    assert seqs(back) == every[100:200]
+    assert seqs(auditor_client.get(page_links(back)["prev"])) == every[:100]
+    assert auditor_client.get("/audit/", {"before": "12abc"}).status_code == 400
+
+
+def test_a_page_of_fewer_entries_has_no_paging(auditor_client, trail):
+    assert page_links(auditor_client.get("/audit/")) == {}
+
+
+def test_quick_ranges_fill_from_with_a_moment_in_utc(auditor_client, trail):
+    response = auditor_client.get("/audit/", {"agent": "lookup-agent", "start": "2020-01-01"})
+    html = response.content.decode()
+    ranges = dict((label, href.replace("&amp;", "&")) for href, label in
+                  re.findall(r'<a class="button small" href="(/audit/\?[^"]+)">([^<]+)</a>', html))
+    assert set(ranges) == {"Last hour", "Last 24 h", "Last 7 days"}
+    for label, span in (("Last hour", timedelta(hours=1)), ("Last 24 h", timedelta(days=1)),
+                        ("Last 7 days", timedelta(days=7))):
+        assert "agent=lookup-agent" in ranges[label] and "2020-01-01" not in ranges[label]
+        start = datetime.fromisoformat(re.search(r"start=([^&]+)", ranges[label]).group(1).replace("%3A", ":"))
+        assert start.tzinfo is not None
+        assert abs(datetime.now(UTC) - span - start) < timedelta(minutes=1)
+    assert seqs(auditor_client.get(ranges["Last hour"])) == [seq_of("lookup-agent", "decision")]
+
+
+def test_times_show_the_year_and_say_utc(auditor_client, trail, settings):
+    from audit_app.models import AuditEntry
+
+    settings.TIME_ZONE = "America/New_York"  # the list still shows UTC, and says so
+    entry = AuditEntry.objects.get(agent="lookup-agent", kind="decision")
+    html = auditor_client.get("/audit/").content.decode()
+    assert "Time (UTC)" in html
+    assert f'{entry.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")} UTC</time>' in html
+
+
+def test_the_export_links_keep_the_time_range(auditor_client, trail):
+    response = auditor_client.get("/audit/", {"start": "2020-01-01", "agent": "lookup-agent"})
+    href = 'href="/audit/export/?format=jsonl&amp;start=2020-01-01&amp;agent=lookup-agent"'
+    assert href.encode() in response.content
+    tomorrow = auditor_client.get("/audit/export/", {"format": "jsonl", "start": "2999-01-01"})
+    assert b"".join(tomorrow.streaming_content) == b""  # the range reaches the export

@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from tests.gateway.conftest import Upstream, running_upstream
-from tests.gateway.governed import eventually
+from tests.gateway.governed import CONFIG_RELOAD_SECONDS, eventually
 from tests.support.idp import IdP, running_idp
 from tests.support.idp import idp as idp  # noqa: F401  (the module's identity provider)
 from tests.support.processes import PEERS_DIR, ROOT, free_port, live_gateway, running
@@ -101,6 +101,7 @@ def map_client(agent: str, client_id: str) -> None:
     from policies_app import actions
 
     actions.save_agent(acting_user="tests", name=agent, oauth_client=client_id)
+    time.sleep(CONFIG_RELOAD_SECONDS)  # the gateway reads the change at its next configuration poll
 
 
 @contextmanager

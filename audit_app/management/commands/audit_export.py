@@ -22,8 +22,9 @@ class Command(BaseCommand):
                             help="ISO 8601 time or date, inclusive (a date: from its start; UTC unless an offset is "
                                  "given, e.g. 2026-11-22+01:00)")
         parser.add_argument("--to", help="ISO 8601 time or date, inclusive (a date includes the whole day)")
-        for name in queries.FILTERS[2:]:  # after from and to
-            parser.add_argument(f"--{name}")
+        for name in queries.FILTERS[2:]:  # after from and to; --approval-status as well as the API's name
+            spellings = [f"--{name.replace('_', '-')}", f"--{name}"] if "_" in name else [f"--{name}"]
+            parser.add_argument(*spellings, dest=name)
         parser.add_argument("--no-seal", action="store_true", help="do not seal new entries before a bundle")
 
     def handle(self, *args: Any, **options: Any) -> None:

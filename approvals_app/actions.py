@@ -190,6 +190,9 @@ def as_json(approval: Approval) -> dict[str, Any]:
         "risk": {"score": (approval.risk or {}).get("score", 0), "factors": (approval.risk or {}).get("factors", [])},
         "reason": approval.reason,
         "rule": approval.rule,
+        # beyond the contract: the pack's review fields, without the records read for them
+        # (those are for the people who decide: the approval page shows them)
+        "review": [{k: f[k] for k in ("name", "label", "value", "text")} for f in approval.review_items],
         "requested_at": approval.requested_at.isoformat(),
         "expires_at": approval.expires_at.isoformat(),
         "decided_by": approval.decided_by,
@@ -313,6 +316,52 @@ def _run_eager(task: Any, args: tuple[Any, ...], retries: int = 0) -> None:
 # --- the held call's side: request, reuse, consume -------------------------------------------
 
 
+def review_of(ctx: CallContext, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """What the reviewer sees first: the pack's review fields of the (redacted) arguments, and
+    the records the gateway read for them."""
+    try:
+        fields = packs.review_fields(ctx.server.domain_pack, ctx.intent, arguments, ctx.attributes)
+    except Exception:
+        log.exception("review fields failed for call %s", ctx.call_id)
+        fields = []
+    if not fields and not ctx.review_records:
+        return {}
+    return {"pack": ctx.server.domain_pack, "fields": fields, "records": dict(ctx.review_records)}
+
+
+def recent_calls(approval: Approval) -> list[dict[str, Any]] | None:
+    """The agent's latest calls of the same intent before this one (as many as the pack's
+    `review.recent` asks), newest first, from the audit trail: time, decision, the review
+    fields of their arguments and, for a held one, how its approval ended. None when the pack
+    asks for none."""
+    pack = (approval.review or {}).get("pack", "")
+    limit = packs.review_spec(pack, approval.intent).recent if pack else 0
+    if not limit:
+        return None
+    from audit_app.models import AuditEntry
+    from audit_app.queries import entry_body
+
+    entries = list(AuditEntry.objects.filter(
+        kind="decision", agent=approval.agent, intent=approval.intent, time__lt=approval.requested_at,
+    ).exclude(call_id=approval.call_id).order_by("-seq")[:limit])
+    ended = dict(Approval.objects.filter(call_id__in=[e.call_id for e in entries]).values_list("call_id", "status"))
+    calls = []
+    for entry in entries:
+        args = entry_body(entry).get("args")
+        args = args if isinstance(args, dict) else {}
+        calls.append({"time": entry.time, "decision": entry.decision, "approval_status": ended.get(entry.call_id, ""),
+                      "fields": packs.review_fields(pack, approval.intent, args), "seq": entry.seq,
+                      "user": entry.user})
+    return calls
+
+
+def records_read(review: Mapping[str, Any]) -> dict[str, Any]:
+    """For the audit entry: which records were read and the SHA-256 of each answer, not their
+    content (the auditor can match it; the trail holds no customer data it did not have)."""
+    return {name: {k: v for k, v in record.items() if k in ("uri", "sha256", "error")}
+            for name, record in (review.get("records") or {}).items()}
+
+
 def _redacted_arguments(ctx: CallContext) -> dict[str, Any]:
     """The reviewer sees every argument, except what the domain pack redacts in the audit."""
     if not ctx.server.domain_pack:
@@ -332,6 +381,19 @@ def _same_call(ctx: CallContext):
     )
 
 
+def needs_new_approval(ctx: CallContext) -> bool:
+    """Whether request_approval would create an approval (nothing granted for this exact call
+    is waiting to be used, nothing is pending): the time to read what its reviewer needs."""
+    now = timezone.now()
+    return not (_granted(ctx, now).exists() or _same_call(ctx).filter(status=PENDING, expires_at__gt=now).exists())
+
+
+def _granted(ctx: CallContext, now):
+    """Approvals granted for this exact call within its escalation's timeout, not yet used."""
+    window = now - timedelta(seconds=escalation_terms(ctx.escalation)["timeout_seconds"])
+    return _same_call(ctx).filter(status=APPROVED, consumed_at__isnull=True, decided_at__gte=window)
+
+
 @transaction.atomic(durable=True)
 def request_approval(ctx: CallContext) -> tuple[Approval, str]:
     """The approval for this held call, and how it was found: `reused` (an approval granted
@@ -339,12 +401,7 @@ def request_approval(ctx: CallContext) -> tuple[Approval, str]:
     already pending) or `created`."""
     terms = escalation_terms(ctx.escalation)
     now = timezone.now()
-    window = now - timedelta(seconds=terms["timeout_seconds"])
-    granted = (
-        _same_call(ctx).select_for_update()
-        .filter(status=APPROVED, consumed_at__isnull=True, decided_at__gte=window)
-        .order_by("decided_at", "id").first()
-    )
+    granted = _granted(ctx, now).select_for_update().order_by("decided_at", "id").first()
     if granted is not None and _consume_locked(granted, ctx.call_id):
         return granted, "reused"
     pending = _same_call(ctx).filter(status=PENDING).order_by("id").first()
@@ -357,23 +414,26 @@ def request_approval(ctx: CallContext) -> tuple[Approval, str]:
                 return _create(ctx, terms, now), "created"
         except IntegrityError:  # an identical call on another thread or process was first
             pending = _same_call(ctx).get(status=PENDING)
-    _audit(pending, "attached", actor=ctx.agent.name, attached_call_id=ctx.call_id)
+    _audit(pending, "attached", actor=ctx.agent.name, attached_call_id=ctx.call_id,
+           **({"records_read": records_read({"records": ctx.review_records})} if ctx.review_records else {}))
     return pending, "attached"
 
 
 def _create(ctx: CallContext, terms: dict[str, Any], now) -> Approval:
+    arguments = _redacted_arguments(ctx)
     approval = Approval.objects.create(
         call_id=ctx.call_id, agent=ctx.agent.name, agent_owner=ctx.agent.owner,
         requester=ctx.user, session_id=ctx.session_id or "",
         server=ctx.server.name, operation=ctx.operation, subject=ctx.subject, tool=ctx.tool, intent=ctx.intent, tool_hash=ctx.tool_hash,
         args_sha256=ctx.args_sha256, policy_version=ctx.policy_version,
-        arguments=_redacted_arguments(ctx), risk=ctx.risk.as_dict(), rules=list(ctx.rules),
+        arguments=arguments, review=review_of(ctx, arguments), risk=ctx.risk.as_dict(), rules=list(ctx.rules),
         reason=ctx.reason, type=terms["type"], required=terms["required"],
         reviewers=terms["reviewers"], requested_at=now,
         expires_at=now + timedelta(seconds=terms["timeout_seconds"]),
     )
     _audit(approval, "requested", actor=ctx.agent.name, reviewers=terms["reviewers"],
-           args_sha256=approval.args_sha256, risk=approval.risk, rules=approval.rules)
+           args_sha256=approval.args_sha256, risk=approval.risk, rules=approval.rules,
+           **({"records_read": records_read(approval.review)} if approval.review.get("records") else {}))
     _on_commit_publish(approval.pk, "requested")
     transaction.on_commit(lambda: notify_requested(approval.pk))
     return approval

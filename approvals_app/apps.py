@@ -41,6 +41,11 @@ class ApprovalsConfig(AppConfig):
 
         check_webhook_secret(getattr(settings, "INTENDED_WEBHOOK_SECRET", ""))
 
+        from approvals_app.notifications import on_new_tool
+        from policies_app.signals import new_tool
+
+        new_tool.connect(on_new_tool, dispatch_uid="approvals_app.notifications.on_new_tool")
+
         metrics.register_gauge(
             "intended_approvals_held", "Escalated calls waiting for a reviewer's decision.", held_count
         )

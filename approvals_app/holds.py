@@ -33,6 +33,9 @@ from policies_app.core.context import ALLOW, DENY, CallContext, Decision
 log = logging.getLogger("intended.approvals")
 
 Keepalive = Callable[[], Awaitable[None]]
+# Called before an approval is created for the call (not when one is reused or attached to):
+# the gateway reads there what the reviewer needs (gateway.review), into ctx.review_records.
+Prepare = Callable[[CallContext], Awaitable[None]]
 
 
 def _off_the_request_thread(func):  # type: ignore[no-untyped-def]
@@ -54,6 +57,11 @@ def _db(func):  # type: ignore[no-untyped-def]
 @_db
 def _request(ctx: CallContext) -> tuple[Approval, str]:
     return actions.request_approval(ctx)
+
+
+@_db
+def _needs_new_approval(ctx: CallContext) -> bool:
+    return actions.needs_new_approval(ctx)
 
 
 @_db
@@ -173,10 +181,10 @@ def watch() -> Watch:
     return _watches[loop]
 
 
-async def hold(ctx: CallContext, keepalive: Keepalive) -> None:
+async def hold(ctx: CallContext, keepalive: Keepalive, prepare: Prepare | None = None) -> None:
     """Wait for a reviewer's decision; set ctx.decision to allow or deny."""
     try:
-        ctx.decision, ctx.reason = await _wait_for_decision(ctx, keepalive)
+        ctx.decision, ctx.reason = await _wait_for_decision(ctx, keepalive, prepare)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # fail closed
@@ -184,8 +192,10 @@ async def hold(ctx: CallContext, keepalive: Keepalive) -> None:
         ctx.deny(f"Denied: the approval could not be completed ({type(exc).__name__})")
 
 
-async def _wait_for_decision(ctx: CallContext, keepalive: Keepalive) -> tuple[Decision, str]:
+async def _wait_for_decision(ctx: CallContext, keepalive: Keepalive, prepare: Prepare | None) -> tuple[Decision, str]:
     while True:
+        if prepare is not None and not ctx.review_records and await _needs_new_approval(ctx):
+            await prepare(ctx)
         approval, how = await _request(ctx)
         ctx.approval_id = approval.pk  # type: ignore[attr-defined]
         if how == "reused":

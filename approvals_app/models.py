@@ -41,6 +41,9 @@ class Approval(models.Model):
     risk = models.JSONField(default=dict)
     rules = models.JSONField(default=list)
     reason = models.TextField(blank=True)
+    # What the reviewer sees first (the domain pack's `review:`): {"fields": [{name, label,
+    # value, text}], "records": {field: {uri, shown, sha256} | {uri, error}}}, fixed when held.
+    review = models.JSONField(default=dict, blank=True)
 
     type = models.CharField(max_length=8, choices=TYPE_CHOICES, default=SINGLE)
     required = models.PositiveSmallIntegerField(default=1)
@@ -81,6 +84,21 @@ class Approval(models.Model):
     @property
     def rule(self) -> str:
         return ", ".join(self.rules)
+
+    @property
+    def review_items(self) -> list[dict]:
+        """The pack's review fields with the record read for each, ready to show: [{name, label,
+        value, text, record: {..} | None, record_name, record_details, record_error, record_uri}]."""
+        review = self.review if isinstance(self.review, dict) else {}
+        records = review.get("records") or {}
+        items = []
+        for f in review.get("fields") or []:
+            record = records.get(f.get("name")) or {}
+            shown = record.get("shown") or {}
+            items.append({**f, "record": shown or None, "record_name": shown.get("name", ""),
+                          "record_details": {k: v for k, v in shown.items() if k != "name"},
+                          "record_error": record.get("error", ""), "record_uri": record.get("uri", "")})
+        return items
 
     @property
     def group_name(self) -> str:

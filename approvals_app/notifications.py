@@ -1,5 +1,6 @@
 """Telling reviewers: an email to the members of the reviewer roles and a signed webhook, when
-an approval is requested and again shortly before it expires. Each is sent once per approval:
+an approval is requested and again shortly before it expires. Telling admins the same ways
+when a server lists a new tool (`tool.new`). Each is sent once per approval:
 a `Notification` row is claimed first (its unique key makes a second claim fail), then sent.
 
 The webhook is signed as Standard Webhooks says (`approvals_app/webhooks.py`) with
@@ -41,9 +42,13 @@ REMINDER = Notification.REMINDER
 # --- pure --------------------------------------------------------------------------------------
 
 
-def detail_url(approval_id: int) -> str:
+def public_url(path: str) -> str:
     base = str(getattr(settings, "INTENDED_PUBLIC_URL", "") or "http://localhost:8000").rstrip("/")
-    return f"{base}/approvals/{approval_id}/"
+    return f"{base}{path}"
+
+
+def detail_url(approval_id: int) -> str:
+    return public_url(f"/approvals/{approval_id}/")
 
 
 def summary(data: dict[str, Any], kind: str) -> str:
@@ -75,6 +80,13 @@ def webhook_payload(data: dict[str, Any], kind: str, style: str) -> dict[str, An
             "approval": data,
         }
     return {"event": event, "approval": data, "url": url}
+
+
+def review_lines(data: dict[str, Any]) -> str:
+    """The pack's review fields first (for a refund: amount with currency, customer), one a line."""
+    lines = [f"{item.get('label') or item.get('name')}: {item.get('text') or item.get('value')}"
+             for item in data.get("review") or [] if isinstance(item, dict)]
+    return "".join(line + "\n" for line in lines) + ("\n" if lines else "")
 
 
 def reminder_lead(approval: Approval) -> timedelta:
@@ -126,7 +138,7 @@ def send_email(approval: Approval, kind: str) -> bool:
     data = as_json(approval)
     subject = summary(data, kind)[:200]
     args = json.dumps(data["arguments"], indent=2, sort_keys=True, ensure_ascii=False)
-    body = (f"{summary(data, kind)}\n\nAgent: {data['agent']}\nTool: {data['server']}/{data['tool']}\n"
+    body = (f"{summary(data, kind)}\n\n{review_lines(data)}Agent: {data['agent']}\nTool: {data['server']}/{data['tool']}\n"
             f"Intent: {data['intent']}\nRule: {data['rule']}\nExpires: {data['expires_at']}\n\n"
             f"Arguments:\n{args}\n\nReview: {detail_url(approval.pk)}\n")
     try:
@@ -171,6 +183,27 @@ def queue_webhook(approval: Approval, kind: str) -> bool:
     return True
 
 
+def _post_signed(message_id: str, body: str, *, post: Post, now: Callable[[], float]) -> tuple[int, str]:
+    """One signed POST of `body` to INTENDED_WEBHOOK_URL: the HTTP status and the error ("" when 2xx)."""
+    keys = webhooks.signing_keys(getattr(settings, "INTENDED_WEBHOOK_SECRET", ""))
+    data = body.encode()
+    headers = {"Content-Type": "application/json",
+               **webhooks.signed_headers(keys, message_id, int(now()), data)}
+    try:
+        status = post(settings.INTENDED_WEBHOOK_URL, data, headers)
+    except Exception as exc:
+        return 0, f"{type(exc).__name__}: {exc}"
+    return status, "" if 200 <= status < 300 else f"HTTP {status}"
+
+
+def _attempts() -> int:
+    return int(getattr(settings, "INTENDED_WEBHOOK_ATTEMPTS", 5))
+
+
+def _retry_delay(attempt: int) -> float:
+    return webhooks.retry_delay(attempt, float(getattr(settings, "INTENDED_WEBHOOK_BACKOFF_SECONDS", 2.0)))
+
+
 def deliver_webhook(notification_id: int, message_id: str, body: str, *, attempt: int,
                     post: Post = _http_post, now: Callable[[], float] = time.time) -> float | None:
     """One attempt (1-based) at delivering a claimed webhook, signed at the time of sending.
@@ -179,25 +212,90 @@ def deliver_webhook(notification_id: int, message_id: str, body: str, *, attempt
     note = Notification.objects.select_related("approval").get(pk=notification_id)
     if note.sent_at is not None:  # a task the broker delivered twice: sent already
         return None
-    keys = webhooks.signing_keys(getattr(settings, "INTENDED_WEBHOOK_SECRET", ""))
-    data = body.encode()
-    headers = {"Content-Type": "application/json",
-               **webhooks.signed_headers(keys, message_id, int(now()), data)}
-    try:
-        status = post(settings.INTENDED_WEBHOOK_URL, data, headers)
-        error = "" if 200 <= status < 300 else f"HTTP {status}"
-    except Exception as exc:
-        status, error = 0, f"{type(exc).__name__}: {exc}"
+    status, error = _post_signed(message_id, body, post=post, now=now)
     detail: dict[str, Any] = {"webhook_id": message_id}
     if not error:
         _finish(note, ok=True, attempts=attempt, error="", detail={**detail, "http_status": status})
         return None
-    attempts = int(getattr(settings, "INTENDED_WEBHOOK_ATTEMPTS", 5))
-    if attempt < attempts:
+    if attempt < _attempts():
         Notification.objects.filter(pk=note.pk).update(attempts=attempt, error=error[:2000])
-        return webhooks.retry_delay(attempt, float(getattr(settings, "INTENDED_WEBHOOK_BACKOFF_SECONDS", 2.0)))
+        return _retry_delay(attempt)
     log.warning("approval %s: webhook failed after %d attempts: %s", note.approval_id, attempt, error)
     _finish(note, ok=False, attempts=attempt, error=error, detail={**detail, "error": error})
+    return None
+
+
+# --- new tools: told to the admins ------------------------------------------------------------
+
+NEW_TOOL = "tool.new"
+
+
+def tool_url(server: str, tool: str) -> str:
+    return public_url(f"/servers/{server}/tools/{tool}/")
+
+
+def new_tool_summary(server: str, tool: str, status: str, reason: str) -> str:
+    if status == "held":
+        return f"New tool {server}/{tool} held for review: {reason}"
+    return f"New tool {server}/{tool} admitted on first sight: agents in scope see it; review it"
+
+
+def new_tool_payload(server: str, tool: str, status: str, reason: str, style: str) -> dict[str, Any]:
+    """The JSON posted to the webhook when a server lists a new tool: ours, or Slack-compatible."""
+    url = tool_url(server, tool)
+    data = {"event": NEW_TOOL, "tool": {"server": server, "name": tool, "status": status, "reason": reason},
+            "url": url}
+    if style == "slack":
+        return {"text": f"{new_tool_summary(server, tool, status, reason)} <{url}|Review>", **data}
+    return data
+
+
+def admin_emails() -> list[str]:
+    from django.contrib.auth.models import User
+    from django.db.models import Q
+
+    admins = User.objects.filter(Q(is_superuser=True) | Q(groups__name="admin"), is_active=True).exclude(email="")
+    return sorted({u.email for u in admins})
+
+
+def notify_new_tool(server: str, tool: str, status: str, reason: str) -> None:
+    """E-mail the admins and post `tool.new` to the webhook (each failure logged: the banner on
+    every dashboard page stays until an admin reviews the tool, whatever happens here)."""
+    summary_line = new_tool_summary(server, tool, status, reason)
+    to = admin_emails()
+    if to:
+        body = (f"{summary_line}\n\nServer: {server}\nTool: {tool}\nStatus: {status}\n"
+                + (f"Held because: {reason}\n" if reason else "")
+                + f"\nReview it (approve, keep or reject): {tool_url(server, tool)}\n")
+        try:
+            send_mail(summary_line[:200], body, settings.DEFAULT_FROM_EMAIL, to)
+        except Exception as exc:
+            log.warning("new tool %s/%s: email failed: %s", server, tool, exc)
+    if getattr(settings, "INTENDED_WEBHOOK_URL", ""):
+        style = getattr(settings, "INTENDED_WEBHOOK_FORMAT", "json")
+        payload = json.dumps(new_tool_payload(server, tool, status, reason, style), sort_keys=True)
+        from approvals_app import tasks
+
+        run_in_background(tasks.deliver_event_webhook, f"msg_{uuid.uuid4().hex}", payload)
+
+
+def on_new_tool(sender: Any, *, server: str, tool: str, status: str, reason: str, **_: Any) -> None:
+    """policies_app.signals.new_tool: hand the telling to a task, off the gateway's path."""
+    from approvals_app import tasks
+
+    run_in_background(tasks.notify_new_tool, server, tool, status, reason)
+
+
+def deliver_event(message_id: str, body: str, *, attempt: int, post: Post = _http_post,
+                  now: Callable[[], float] = time.time) -> float | None:
+    """One attempt at a webhook that belongs to no approval (`tool.new`): the seconds before the
+    next attempt, or None when done (delivered, or the last attempt failed and is logged)."""
+    _, error = _post_signed(message_id, body, post=post, now=now)
+    if not error:
+        return None
+    if attempt < _attempts():
+        return _retry_delay(attempt)
+    log.warning("webhook %s failed after %d attempts: %s", message_id, attempt, error)
     return None
 
 

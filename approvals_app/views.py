@@ -13,8 +13,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from approvals_app import actions
+from approvals_app import history as history_rows
 from approvals_app.forms import DENY_NEEDS_COMMENT, DecisionForm
 from approvals_app.models import PENDING, Approval
+from policies_app.core import packs
 
 HISTORY_LIMIT = 200
 
@@ -53,8 +55,17 @@ def _visible(request: HttpRequest, pk: int) -> Approval:
 def _detail(request: HttpRequest, approval: Approval, *, form: DecisionForm | None = None,
             error: str = "", status: int = 200) -> HttpResponse:
     may, why = actions.may_decide(request.user, approval)
+    # The records read with the server's credential and the agent's other calls are for those
+    # who decide (and admins), not for the agent's owner or the person it acted for.
+    decides = may or actions.is_admin(request.user)
+    recent = actions.recent_calls(approval) if decides else None
     return render(request, "approvals/detail.html", {
         "approval": approval,
+        "review_items": approval.review_items if decides else [
+            {**f, "record": None, "record_name": "", "record_error": ""} for f in approval.review_items],
+        "recent": recent,
+        "recent_labels": [f.label for f in packs.review_spec(approval.review["pack"], approval.intent).fields]
+        if recent is not None else [],
         "arguments": sorted(approval.arguments.items()) if isinstance(approval.arguments, dict) else [],
         "arguments_json": json.dumps(approval.arguments, indent=2, sort_keys=True, ensure_ascii=False),
         "factors": (approval.risk or {}).get("factors", []),
@@ -99,9 +110,12 @@ def decide(request: HttpRequest, pk: int, verdict: str) -> HttpResponse:
 
 @login_required
 def history(request: HttpRequest) -> HttpResponse:
-    decided = Approval.objects.exclude(status=PENDING)
     wanted = request.GET.get("status", "")
-    if wanted in ("approved", "denied", "expired"):
-        decided = decided.filter(status=wanted)
-    approvals = actions.visible_to(request.user, decided.order_by("-decided_at", "-id")[:HISTORY_LIMIT])
-    return render(request, "approvals/history.html", {"approvals": approvals, "wanted": wanted})
+    mine = request.GET.get("mine") == "1"
+    decided = history_rows.decided(status=wanted, decided_by=request.user.get_username() if mine else "")
+    approvals = actions.visible_to(request.user, decided[:HISTORY_LIMIT])
+    return render(request, "approvals/history.html", {
+        "rows": history_rows.rows(list(approvals), lambda a: actions.may_decide(request.user, a)[0]
+                                  or actions.is_admin(request.user)), "wanted": wanted if wanted in history_rows.STATUSES else "",
+        "mine": mine, "statuses": history_rows.STATUSES,
+    })

@@ -15,7 +15,7 @@ from typing import Any
 
 from audit_app import chain, keys, signing
 from audit_app.models import AuditEntry, Checkpoint
-from audit_app.queries import EntryFilter, entry_json, latest_checkpoint, search
+from audit_app.queries import EntryFilter, entry_body, entry_json, latest_checkpoint, search
 from audit_app.verify import (
     BUNDLE_END,
     BUNDLE_FORMAT,
@@ -31,8 +31,18 @@ FORMATS = ("jsonl", "csv", "ocsf", "bundle")
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv", "ocsf": "application/x-ndjson",
                  "bundle": "application/json"}
 EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "ocsf": "ocsf.jsonl", "bundle": "bundle.json"}
-CSV_COLUMNS = ("seq", "time", "kind", "agent", "server", "tool", "intent", "decision", "reason", "rules", "risk",
-               "args", "args_sha256", "approval", "outcome", "call_id", "user", "leaf_hash")
+# The CSV is for spreadsheets: one value per cell, newest first like the dashboard. These
+# columns, then one `args.<name>` per top-level argument name found in the exported entries
+# (docs/AUDIT.md lists them). Flattened from the entry's own fields only: the audit app knows no
+# domain pack, and every argument the redaction kept is a column.
+CSV_COLUMNS = ("seq", "time", "kind", "agent", "server", "tool", "operation", "subject", "intent", "decision",
+               "reason", "rules", "risk_score", "risk_factors", "policy_version", "actor", "user", "approval_id",
+               "approval_status", "decided_by", "approval_comment", "outcome_status", "latency_ms",
+               "result_sha256", "target", "details", "args_sha256", "call_id", "leaf_hash")
+ARGS_PREFIX = "args."
+# When the arguments are not an object (a redaction that kept only the hash leaves null), the
+# whole value goes in one `args` column, present only if some exported entry needs it.
+WHOLE_ARGS = "args"
 MAX_OLDER_CHECKPOINTS = 1000
 
 
@@ -56,6 +66,10 @@ def jsonl(flt: EntryFilter) -> Iterator[str]:
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)  # a number is never a formula, negative or not
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     text = str(value)
@@ -63,13 +77,62 @@ def _cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def _names(values: Any) -> str:
+    """Risk factors or rules as names joined by "; " (a factor is {"name", "add", "says"})."""
+    if not isinstance(values, list):
+        return _cell(values)
+    return "; ".join(str(v.get("name", "")) if isinstance(v, dict) else str(v) for v in values)
+
+
+def csv_record(data: dict[str, Any]) -> dict[str, Any]:
+    """One entry's flat CSV values by column (entry_json's fields in)."""
+    risk, approval, outcome = data.get("risk") or {}, data.get("approval") or {}, data.get("outcome") or {}
+    # Who acted: the person of an admin, tool or approval entry, else the agent that called.
+    flat = {**data, "rules": _names(data.get("rules")), "risk_score": risk.get("score"),
+            "risk_factors": _names(risk.get("factors")), "actor": data.get("actor") or data.get("agent"),
+            "approval_id": approval.get("id"), "approval_status": approval.get("status"),
+            "decided_by": approval.get("decided_by"), "approval_comment": approval.get("comment"),
+            "outcome_status": outcome.get("status"), "latency_ms": outcome.get("latency_ms"),
+            "result_sha256": outcome.get("result_sha256")}
+    args = data.get("args")
+    if isinstance(args, dict):
+        flat.update({ARGS_PREFIX + name: value for name, value in args.items()})
+    elif args is not None:
+        flat[WHOLE_ARGS] = args
+    return flat
+
+
+def csv_header(rows: Iterator[dict[str, Any]]) -> list[str]:
+    """The columns for these entries: CSV_COLUMNS, `args` if needed, then the argument names sorted."""
+    names: set[str] = set()
+    whole = False
+    for data in rows:
+        args = data.get("args")
+        if isinstance(args, dict):
+            names.update(args)
+        elif args is not None:
+            whole = True
+    return [*CSV_COLUMNS, *([WHOLE_ARGS] if whole else []), *(ARGS_PREFIX + n for n in sorted(names))]
+
+
+def _args_only(chunk: Any) -> Iterator[dict[str, Any]]:
+    for entry in chunk:
+        yield {"args": entry_body(entry).get("args")}
+
+
 def csv_rows(flt: EntryFilter) -> Iterator[str]:
+    """Newest first, like the dashboard. Two passes over the same fixed range of seqs: the first
+    finds the argument names (the header comes first), the second writes the rows; entries
+    written meanwhile are left out of both."""
+    newest = AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first()
+    selected = search(flt).filter(seq__lte=newest if newest is not None else -1).reverse()
+    header = csv_header(_args_only(selected.only("canonical").iterator(chunk_size=2000)))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    for entry in search(flt).iterator(chunk_size=2000):
-        data = entry_json(entry)
-        writer.writerow([_cell(data.get(column)) for column in CSV_COLUMNS])
+    writer.writerow(header)
+    for entry in selected.iterator(chunk_size=2000):
+        flat = csv_record(entry_json(entry))
+        writer.writerow([_cell(flat.get(column)) for column in header])
         if buffer.tell() > 65536:
             yield buffer.getvalue()
             buffer.seek(0)

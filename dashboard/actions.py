@@ -20,10 +20,13 @@ ROLE_AUDITOR = "auditor"
 
 
 @transaction.atomic(durable=True)
-def create_user(*, acting_user: str, username: str, roles: list[str], password: str | None = None):
+def create_user(*, acting_user: str, username: str, roles: list[str], password: str | None = None,
+                email: str | None = None):
     from django.contrib.auth.models import Group, User
 
     user, created = User.objects.get_or_create(username=username)
+    if email is not None:
+        user.email = email
     if password:
         user.set_password(password)
     elif created:

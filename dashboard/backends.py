@@ -14,6 +14,7 @@ from audit_app import actions as audit_actions
 from audit_app import exports, queries
 from audit_app import models as audit_models
 from policies_app import actions as policy_actions
+from policies_app import agent_policy as agent_policy_rules
 from policies_app import config, simulation
 from policies_app import models as policy_models
 
@@ -77,12 +78,12 @@ def validate_config(text: str) -> list[ConfigProblem]:
     return []
 
 
-def apply_config(text: str, *, acting_user: str) -> list[ConfigProblem]:
+def apply_config(text: str, *, acting_user: str, description: str) -> list[ConfigProblem]:
     """Apply a whole config; the problems when it was refused (then nothing changed)."""
     apply = policy_actions.apply_config
     error_type = config.ConfigError
     try:
-        apply(text, acting_user=acting_user)
+        apply(text, acting_user=acting_user, description=description)
     except error_type as exc:
         return problems_from(list(exc.errors))
     return []
@@ -111,12 +112,75 @@ def version_text(version: Any) -> str:
 def rollback(version: Any, *, acting_user: str) -> int | None:
     """Store the old document as a new version (history is never rewritten)."""
     save = policy_actions.save_policy_document
-    return save(version.document, acting_user=acting_user, comment=f"rollback to v{version.number}")
+    return save(version.document, acting_user=acting_user, description=f"rollback to v{version.number}")
 
 
 def simulate(*, agent: str, server: str, tool: str, arguments: dict[str, Any],
              operation: str = "tools/call") -> dict[str, Any]:
     return simulation.simulate(agent, server, tool, arguments, operation=operation)
+
+
+def simulator_tools() -> list[tuple[str, str]]:
+    """(tool, label) for the simulator's pick-list: each server's pinned catalog and the tools
+    its intent map names, so an admin picks a name the server really has."""
+    seen: dict[tuple[str, str], str] = {}
+    for pin in policy_models.ToolPin.objects.order_by("server", "tool"):
+        seen[(pin.tool, pin.server)] = pin.status
+    for server in policy_models.Server.objects.order_by("name"):
+        for tool in server.tool_intents or {}:
+            seen.setdefault((tool, server.name), "not seen yet")
+    return sorted((tool, f"{server} ({status})") for (tool, server), status in seen.items())
+
+
+def policy_intents() -> list[str]:
+    """The intents an admin may write a rule for: the servers' maps, their domain packs' intents
+    and the intents the live rules already name."""
+    from policies_app.core import packs
+
+    intents: set[str] = set()
+    for server in policy_models.Server.objects.all():
+        for mapping in (server.tool_intents, server.resource_intents, server.prompt_intents):
+            intents.update((mapping or {}).values())
+        if server.domain_pack:
+            pack = packs.load(server.domain_pack)
+            intents.update(pack.intents, pack.tools.values())
+    active = policy_models.PolicyVersion.active()
+    for rule in (active.document.get("policies") or []) if active else []:
+        intents.add(str(rule.get("intent")))
+    return sorted(intents)
+
+
+def reviewer_roles() -> list[str]:
+    """The roles an escalation may name (auditors read the trail; they decide nothing)."""
+    from django.contrib.auth.models import Group
+
+    return sorted({"admin", *Group.objects.exclude(name="auditor").values_list("name", flat=True)})
+
+
+def agent_names() -> list[str]:
+    return list(policy_models.Agent.objects.order_by("name").values_list("name", flat=True))
+
+
+def agent_policy(name: str) -> tuple[Any, list[tuple[str, list[Any]]]]:
+    """The agent and the live rules that apply to it, grouped by intent; (None, []) when there
+    is no such agent."""
+    agent = policy_models.Agent.objects.filter(name=name).first()
+    if agent is None:
+        return None, []
+    active = policy_models.PolicyVersion.active()
+    document = active.document if active else {}
+    return agent, agent_policy_rules.rules_for_agent(document, agent.name, agent.roles or [])
+
+
+def add_agent_rule(*, acting_user: str, why: str, **spec: Any) -> tuple[int | None, list[str]]:
+    """Add a common rule for one agent as a new policy version: (version or None when the
+    same rule is already live, the validator's problems when it was refused)."""
+    rule = agent_policy_rules.common_rule(**spec)
+    description = agent_policy_rules.describe(rule) + (f". Why: {why}" if why else "")
+    try:
+        return policy_actions.add_policy_rule(rule, acting_user=acting_user, description=description), []
+    except config.ConfigError as exc:
+        return None, list(exc.errors)
 
 
 # --- tool catalog pins (policies_app) ------------------------------------------------------
@@ -130,9 +194,17 @@ def held_tools() -> list[Any]:
     return list(policy_actions.held_tools())
 
 
-def approve_tool(*, server: str, tool: str, acting_user: str) -> None:
+def approve_tool(*, server: str, tool: str, acting_user: str, comment: str = "") -> None:
     approve = policy_actions.approve_tool
-    approve(server=server, tool=tool, acting_user=acting_user)
+    approve(server=server, tool=tool, acting_user=acting_user, comment=comment)
+
+
+def reject_tool(*, server: str, tool: str, acting_user: str, comment: str) -> None:
+    policy_actions.reject_tool(server=server, tool=tool, acting_user=acting_user, comment=comment)
+
+
+def new_tool_alerts() -> list[Any]:
+    return policy_actions.new_tool_alerts()
 
 
 # --- the audit trail (audit_app) -----------------------------------------------------------
@@ -153,6 +225,39 @@ def checkpoints(limit: int = 50) -> list[Any]:
 
 def inclusion_proof(seq: int) -> dict[str, Any] | None:
     return queries.inclusion_proof(seq)
+
+
+def verify_entry(seq: int) -> queries.EntryCheck:
+    return queries.verify_entry(seq)
+
+
+def entry_bytes(entry: Any) -> bytes:
+    """The entry's canonical bytes: what its leaf hash is the hash of."""
+    return bytes(entry.canonical)
+
+
+CALL_TIMELINE_LIMIT = 100
+
+
+def call_entries(call_id: str) -> list[Any]:
+    """The entries of one call (decision, approval, outcome, retries), oldest first."""
+    if not call_id:
+        return []
+    model = audit_models.AuditEntry
+    return list(model.objects.filter(call_id=call_id).order_by("seq")[:CALL_TIMELINE_LIMIT])
+
+
+def approval_for_call(call_id: str, user: Any) -> tuple[int | None, bool]:
+    """The id of the approval a call was held for, also while it is still pending (its audit
+    entry is written only once it is decided), and whether this user may open its page (the
+    reviewers it names, the agent's owner, the requester and admins: approvals_app.actions)."""
+    from approvals_app.actions import may_see
+    from approvals_app.models import Approval
+
+    approval = Approval.objects.filter(call_id=call_id).order_by("-id").first() if call_id else None
+    if approval is None:
+        return None, False
+    return approval.pk, may_see(user, approval)
 
 
 def entry_filter(filters: dict[str, Any]) -> Any:

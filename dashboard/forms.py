@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
@@ -51,6 +52,24 @@ class AgentForm(forms.Form):
 class KeyForm(forms.Form):
     label = forms.CharField(max_length=100, required=False,
                             help_text="Where the key will be used, e.g. production bot.")
+
+
+class ToolReviewForm(forms.Form):
+    """Approve (or keep) a tool, or reject it; a rejection must say why."""
+
+    APPROVE, REJECT = "approve", "reject"
+
+    decision = forms.ChoiceField(choices=[(APPROVE, "Approve"), (REJECT, "Reject")])
+    comment = forms.CharField(required=False, max_length=2000,
+                              widget=forms.Textarea(attrs={"rows": 3, "aria-describedby": "id_comment_help"}),
+                              help_text="Why: kept with the decision in the audit trail, for the other admins.")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        data["comment"] = (data.get("comment") or "").strip()
+        if data.get("decision") == self.REJECT and not data["comment"]:
+            self.add_error("comment", "Say why you reject this tool: the comment is required to reject.")
+        return data
 
 
 def domain_packs() -> list[str]:
@@ -105,9 +124,72 @@ class CredentialForm(forms.Form):
                                  help_text="Replaces the stored one at once for every gateway replica.")
 
 
+DESCRIPTION_HELP = "Kept with the new policy version and in the audit trail, e.g. Refunds over 500 need a lead (ticket OPS-12)."
+
+
 class ConfigForm(forms.Form):
     config = forms.CharField(label="Configuration (YAML)", widget=forms.Textarea(attrs={
-        "rows": 28, "spellcheck": "false", "autocomplete": "off", "class": "code"}))
+        "rows": 28, "spellcheck": "false", "autocomplete": "off", "class": "code", "wrap": "off"}))
+    # Required: a version that says only "apply" tells the next admin nothing.
+    description = forms.CharField(label="What changed and why", max_length=2000, help_text=DESCRIPTION_HELP,
+                                  widget=forms.TextInput(attrs={"autocomplete": "off"}))
+
+
+class AgentRuleForm(forms.Form):
+    """A common rule for one agent: allow, deny or escalate an intent, optionally only up to a
+    limit on an argument or pack attribute (max_<attribute>)."""
+
+    DECISIONS = [("allow", "Allow"), ("deny", "Deny"), ("escalate", "Escalate to a reviewer")]
+
+    intent = forms.CharField(max_length=200, help_text="An intent or glob, e.g. financial.refund.process or comms.*",
+                             widget=forms.TextInput(attrs={"list": "intent-choices", "autocomplete": "off"}))
+    decision = forms.ChoiceField(choices=DECISIONS, initial="escalate")
+    reviewers = forms.ChoiceField(label="Reviewers", required=False,
+                                  help_text="Who decides an escalated call (any one member of the role).")
+    timeout = forms.IntegerField(label="Timeout (seconds)", initial=300, min_value=10, max_value=7 * 24 * 3600,
+                                 required=False, help_text="An escalated call not decided by then is denied.")
+    limit_attribute = forms.SlugField(label="Only up to: attribute", required=False, max_length=64,
+                                      help_text="An argument or pack attribute, e.g. amount or recipients.")
+    limit = forms.FloatField(label="Maximum", required=False, min_value=0,
+                             help_text="Inclusive; a list counts by its length; a missing value fails the rule.")
+    reason = forms.CharField(max_length=300, required=False,
+                             help_text="What the agent and the reviewer read, e.g. Refunds need a support lead.")
+    why = forms.CharField(label="Why", max_length=1000, required=False,
+                          help_text="Kept with the new policy version, after a line saying what the rule does.")
+
+    def __init__(self, *args: Any, roles: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["reviewers"].choices = [("", "Choose a role"), *((f"role:{r}", r) for r in roles)]
+
+    def clean_intent(self) -> str:
+        from policies_app.config import INTENT_GLOB
+
+        intent = self.cleaned_data["intent"].strip()
+        if not INTENT_GLOB.fullmatch(intent):
+            raise forms.ValidationError("Write an intent such as financial.refund.process, or a glob such as comms.*.")
+        return intent
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("decision") == "escalate":
+            if not data.get("reviewers"):
+                self.add_error("reviewers", "An escalation needs a reviewer role.")
+            if data.get("timeout") is None:
+                self.add_error("timeout", "An escalation needs a timeout.")
+        if bool(data.get("limit_attribute")) != (data.get("limit") is not None):
+            self.add_error("limit" if data.get("limit_attribute") else "limit_attribute",
+                           "Give both the attribute and its maximum, or neither.")
+        return data
+
+    def rule_spec(self) -> dict[str, Any]:
+        """The keywords of policies_app.agent_policy.common_rule (without the agent)."""
+        data = self.cleaned_data
+        escalates = data["decision"] == "escalate"
+        return {"intent": data["intent"], "decision": data["decision"],
+                "reviewers": [data["reviewers"]] if escalates else [],
+                "timeout_seconds": data["timeout"] or 300,
+                "limit": (data["limit_attribute"], data["limit"]) if data.get("limit_attribute") else None,
+                "reason": data["reason"].strip()}
 
 
 class SimulateForm(forms.Form):
@@ -118,7 +200,8 @@ class SimulateForm(forms.Form):
     operation = forms.ChoiceField(label="Operation", choices=list(zip(OPERATIONS, OPERATIONS, strict=True)),
                                   initial="tools/call", required=False, help_text="The MCP request to decide.")
     tool = forms.CharField(label="Tool, URI or prompt", max_length=2000,
-                           help_text="The tool name, resource URI or prompt name the request is about.")
+                           help_text="Pick a tool from the servers' catalogs, or type a resource URI or prompt name.",
+                           widget=forms.TextInput(attrs={"list": "tool-choices", "autocomplete": "off"}))
     arguments = forms.CharField(widget=forms.Textarea(attrs={"rows": 6, "class": "code"}),
                                 initial="{}", help_text="A JSON object, as the agent would send it.")
 

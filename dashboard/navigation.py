@@ -49,12 +49,22 @@ def pending_approvals(user: Any) -> int | None:
     return len(decidable_pending(user))
 
 
+def new_tool_alerts(user: Any) -> list[Any]:
+    """New tools no admin has reviewed yet: every page shows them to admins (base.html)."""
+    if not roles.is_admin(user):
+        return []
+    from dashboard import backends
+
+    return backends.new_tool_alerts()
+
+
 def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     items = items_for(user)
     return {
         "nav_items": [(item, item.current(request.path)) for item in items],
         "pending_count": pending_approvals(user) if roles.is_reviewer(user) else None,
+        "new_tools": new_tool_alerts(user),
         "is_admin": roles.is_admin(user),
         "user_roles": sorted(roles.roles(user)) if user is not None else [],
     }

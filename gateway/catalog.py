@@ -17,10 +17,11 @@ is never an era verdict.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway import jsonrpc
@@ -38,6 +39,9 @@ MAX_PAGES = 20
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 # An agent calling random tool names must not turn each call into a catalog fetch.
 REFETCH_INTERVAL_SECONDS = 10.0
+# Ending the gateway's own legacy session is bounded on its own, so that a caller that gave up
+# on a hung upstream does not then wait the server's whole timeout for the DELETE.
+SESSION_END_SECONDS = 2.0
 
 
 class CatalogUnavailable(Exception):
@@ -55,6 +59,9 @@ def modern_request(request_id: int, method: str, params: Mapping[str, Any] | Non
     }
     body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**(params or {}), "_meta": meta}}
     headers = [("mcp-method", method), ("mcp-protocol-version", MODERN_VERSION)]
+    name_key = jsonrpc.NAME_PARAMS.get(method)
+    if name_key is not None and isinstance((params or {}).get(name_key), str):
+        headers.append(("mcp-name", jsonrpc.encode_header_value(str((params or {})[name_key]))))
     return json.dumps(body).encode(), headers
 
 
@@ -159,7 +166,10 @@ async def _modern_catalog(ex: _Exchange) -> list[dict[str, Any]]:
     return await _list_pages(ex, lambda i, params: modern_request(i, "tools/list", params))
 
 
-async def _legacy_catalog(ex: _Exchange) -> list[dict[str, Any]]:
+@contextlib.asynccontextmanager
+async def _legacy_session(ex: _Exchange) -> AsyncIterator[list[tuple[str, str]]]:
+    """A legacy-era session of the gateway's own (initialize, initialized; DELETE at the end):
+    yields the headers its requests carry."""
     request_id = ex.new_id()
     result, session_id = await ex.call(legacy_request(request_id, "initialize", {
         "protocolVersion": LEGACY_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO,
@@ -170,14 +180,21 @@ async def _legacy_catalog(ex: _Exchange) -> list[dict[str, Any]]:
         headers.append(("mcp-session-id", session_id))
     try:
         await ex.post(legacy_request(None, "notifications/initialized"), headers)
-        return await _list_pages(ex, lambda i, params: (legacy_request(i, "tools/list", params), headers))
+        yield headers
     finally:
         if session_id:
             try:
-                closing = await ex.upstream.request("DELETE", headers)
-                await closing.aclose()
-            except UpstreamError:
-                pass  # the upstream expires it; the catalog is what mattered
+                async with asyncio.timeout(SESSION_END_SECONDS):
+                    closing = await ex.upstream.request("DELETE", headers)
+                    await closing.aclose()
+            except (UpstreamError, TimeoutError):
+                pass  # the upstream expires it; the answer is what mattered
+
+
+
+async def _legacy_catalog(ex: _Exchange) -> list[dict[str, Any]]:
+    async with _legacy_session(ex) as headers:
+        return await _list_pages(ex, lambda i, params: (legacy_request(i, "tools/list", params), headers))
 
 
 async def _discover(ex: _Exchange) -> bool:
@@ -210,6 +227,20 @@ async def fetch_server_catalog(server: ServerView) -> list[dict[str, Any]]:
         return await fetch_catalog(upstream)
     finally:
         await upstream.aclose()
+
+
+async def read_resource(upstream: Upstream, era: str, uri: str) -> dict[str, Any]:
+    """The result of one `resources/read`, over the gateway's own short-lived connection (the
+    agent's session is not the gateway's to use). Raises CatalogUnavailable or UpstreamError."""
+    ex = _Exchange(upstream)
+    request_id = ex.new_id()
+    if era == "modern":
+        body, headers = modern_request(request_id, "resources/read", {"uri": uri})
+        result, _ = await ex.call(body, headers, request_id)
+        return result
+    async with _legacy_session(ex) as headers:
+        result, _ = await ex.call(legacy_request(request_id, "resources/read", {"uri": uri}), headers, request_id)
+        return result
 
 
 # --- the proxy's use: pin a catalog the gateway has not seen -------------------------------

@@ -190,6 +190,13 @@ def header_mismatch(message: Message, headers: dict[str, str], era: str) -> str 
     return None
 
 
+def encode_header_value(value: str) -> str:
+    """The inverse of decode_header_value: plain printable ASCII as is, anything else (or a value
+    that would read as an encoded one) as `=?base64?<b64 of UTF-8>?=`."""
+    plain = value.isascii() and value.isprintable() and value == value.strip() and not value.startswith("=?")
+    return value if plain else f"=?base64?{base64.b64encode(value.encode()).decode()}?="
+
+
 def decode_header_value(value: str | None) -> str | None:
     """A header value as the client meant it: `=?base64?<b64 of UTF-8>?=` is how a modern
     client sends a value that is not plain printable ASCII. A malformed one decodes to None."""

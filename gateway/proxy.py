@@ -24,7 +24,7 @@ from django.conf import settings
 
 from audit_app import actions as audit
 from audit_app import chain
-from gateway import door, jsonrpc, transport_security
+from gateway import door, jsonrpc, review, transport_security
 from gateway.jsonrpc import Message
 from gateway.sessions import SessionStoreUnavailable, bindings, pending
 from gateway.upstream import (
@@ -511,7 +511,7 @@ class GatewayApp:
         try:
             if ex.response.gone:
                 raise AgentDisconnected()
-            await hold(ctx, keepalive)
+            await hold(ctx, keepalive, prepare=review.read_records)
         except (asyncio.CancelledError, AgentDisconnected):
             record_outcome(ctx, "cancelled", None, b"")  # held, never sent
             raise

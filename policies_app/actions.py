@@ -17,6 +17,7 @@ from django.utils import timezone
 from audit_app.actions import record_admin
 from policies_app import config
 from policies_app.config import ConfigError, Desired, Known
+from policies_app.core.rules import rule_names
 from policies_app.models import (
     KEY_PREFIX,
     Agent,
@@ -156,10 +157,12 @@ def _differing(before: Mapping[str, Any], after: Mapping[str, Any], fields: tupl
     return [f for f in fields if before.get(f) != after.get(f)]
 
 
-def _rule_label(kind: str, index: int, rule: Mapping[str, Any]) -> str:
-    name = rule.get("name") or f"{kind}[{index}]"
+def _rule_label(name: str, rule: Mapping[str, Any]) -> str:
+    """A rule in a plan: a derived name already says the decision and intent."""
     what = rule.get("decision") or f"{rule.get('max_calls')}/{rule.get('window')}"
-    return f"{name} {rule.get('intent')} -> {what}"
+    if rule.get("name"):
+        return f"{name} {rule.get('intent')} -> {what}"
+    return name if rule.get("decision") else f"{name} -> {what}"
 
 
 def _plan_intents(add: Callable[[Change], None], kind: str, server: str, old: Mapping[str, str], new: Mapping[str, str]) -> None:
@@ -220,12 +223,14 @@ def make_plan(desired: Desired, current: Desired) -> Plan:
         for section, kind, label in (("policies", "policy", "policy"), ("velocity_rules", "velocity_rule", "velocity")):
             old_rules = [json.dumps(r, sort_keys=True) for r in before_doc.get(section, [])]
             new_rules = [json.dumps(r, sort_keys=True) for r in desired.policies[section]]
+            new_names = rule_names(label, desired.policies[section])
+            old_names = rule_names(label, before_doc.get(section, []))
             for i, rule in enumerate(desired.policies[section]):
                 if new_rules[i] not in old_rules:
-                    add(Change(kind, _rule_label(label, i, rule), "added"))
+                    add(Change(kind, _rule_label(new_names[i], rule), "added"))
             for i, rule in enumerate(before_doc.get(section, [])):
                 if old_rules[i] not in new_rules:
-                    add(Change(kind, _rule_label(label, i, rule), "removed"))
+                    add(Change(kind, _rule_label(old_names[i], rule), "removed"))
             if old_rules != new_rules and sorted(old_rules) == sorted(new_rules):
                 add(Change(kind, "order", "changed", "same rules in a different order"))
     return plan
@@ -234,9 +239,11 @@ def make_plan(desired: Desired, current: Desired) -> Plan:
 # --- apply and export ----------------------------------------------------------------------
 
 
-def apply_config(text: str, *, acting_user: str, dry_run: bool = False, environ: Mapping[str, str] | None = None) -> Plan:
+def apply_config(text: str, *, acting_user: str, dry_run: bool = False, environ: Mapping[str, str] | None = None,
+                 description: str = "apply") -> Plan:
     """Validate a whole configuration file and apply it atomically; raises ConfigError (and
-    changes nothing) when the file is invalid. Applying the same file twice changes nothing."""
+    changes nothing) when the file is invalid. Applying the same file twice changes nothing.
+    `description` says what changed and why; a new policy version and the audit entry keep it."""
     with transaction.atomic(durable=not dry_run and not transaction.get_connection().in_atomic_block):
         if not dry_run:
             _serialize_config_changes()
@@ -244,7 +251,7 @@ def apply_config(text: str, *, acting_user: str, dry_run: bool = False, environ:
         plan = make_plan(desired, current_state())
         if dry_run or plan.empty:
             return plan
-        _apply(desired, current_state(), plan, acting_user=acting_user)
+        _apply(desired, current_state(), plan, acting_user=acting_user, description=description)
         plan.applied = True
         return plan
 
@@ -255,7 +262,7 @@ def _serialize_config_changes() -> None:
     ConfigStamp.objects.select_for_update().get_or_create(id=1)
 
 
-def _apply(desired: Desired, current: Desired, plan: Plan, *, acting_user: str) -> None:
+def _apply(desired: Desired, current: Desired, plan: Plan, *, acting_user: str, description: str) -> None:
 
     changed = {(c.kind, c.name.split("/")[0]) for c in plan.changes}
     if desired.servers is not None:
@@ -283,8 +290,9 @@ def _apply(desired: Desired, current: Desired, plan: Plan, *, acting_user: str) 
             if ("reviewers", role) in changed:
                 _set_role_members(role, users, acting_user=acting_user)
     if desired.policies is not None and any(c.kind in ("policy", "velocity_rule") for c in plan.changes):
-        plan.policy_version = _new_policy_version(desired.policies, acting_user=acting_user, comment="apply")
-    record_admin("config.applied", actor=acting_user, target="config", details={"changes": [str(c) for c in plan.changes]})
+        plan.policy_version = _new_policy_version(desired.policies, acting_user=acting_user, description=description)
+    record_admin("config.applied", actor=acting_user, target="config",
+                 details={"changes": [str(c) for c in plan.changes], "description": _description(description)})
     ConfigStamp.bump()
 
 
@@ -305,24 +313,48 @@ def _set_role_members(role: str, users: list[str], *, acting_user: str) -> None:
     record_admin("role.members_set", actor=acting_user, target=role, details={"before": before, "after": sorted(users)})
 
 
-def _new_policy_version(document: Mapping[str, Any], *, acting_user: str, comment: str) -> int:
+def _description(text: str) -> str:
+    return " ".join(text.split())[:PolicyVersion.DESCRIPTION_MAX]
+
+
+def _new_policy_version(document: Mapping[str, Any], *, acting_user: str, description: str) -> int:
 
     number = PolicyVersion.next_number()
-    PolicyVersion.objects.create(number=number, document=dict(document), author=acting_user, comment=comment[:200])
+    description = _description(description)
+    PolicyVersion.objects.create(number=number, document=dict(document), author=acting_user, description=description)
     record_admin("policy.version_created", actor=acting_user, target=f"v{number}", details={
         "policies": len(document.get("policies") or []), "velocity_rules": len(document.get("velocity_rules") or []),
+        "description": description,
     })
     return number
 
 
 @transaction.atomic(durable=True)
-def save_policy_document(document: Any, *, acting_user: str, comment: str = "") -> int | None:
+def save_policy_document(document: Any, *, acting_user: str, description: str = "") -> int | None:
     """Validate and store a new policy version (dashboard, API); None when nothing changed."""
 
+    _serialize_config_changes()
     normalized = config.validate_policy_document(document, known_state())
     if normalized == _policy_document():
         return None
-    number = _new_policy_version(normalized, acting_user=acting_user, comment=comment)
+    number = _new_policy_version(normalized, acting_user=acting_user, description=description)
+    ConfigStamp.bump()
+    return number
+
+
+@transaction.atomic(durable=True)
+def add_policy_rule(rule: Mapping[str, Any], *, acting_user: str, description: str) -> int | None:
+    """Append one rule to the live policies, as a new version through the same validation and
+    audit as a whole document; reading the live document under the lock means two admins adding
+    rules at once both keep theirs. None when an identical rule is already live."""
+
+    _serialize_config_changes()
+    live = _policy_document()
+    document = {**live, "policies": [*live["policies"], dict(rule)]}
+    normalized = config.validate_policy_document(document, known_state())
+    if normalized["policies"][-1] in live["policies"]:
+        return None
+    number = _new_policy_version(normalized, acting_user=acting_user, description=description)
     ConfigStamp.bump()
     return number
 
@@ -387,27 +419,73 @@ class NotHeld(Exception):
     """The tool is not waiting for approval."""
 
 
+def _pin_under_review(server: str, tool: str) -> ToolPin:
+    pin = ToolPin.objects.select_for_update().filter(server=server, tool=tool).first()
+    if pin is None:
+        raise NotHeld(f"{server}/{tool} is not pinned")
+    return pin
+
+
 @transaction.atomic(durable=True)
-def approve_tool(*, acting_user: str, server: str, tool: str) -> None:
-    """Admit a held tool's offered definition: it becomes the new pin."""
+def approve_tool(*, acting_user: str, server: str, tool: str, comment: str = "") -> None:
+    """Admit a held or rejected tool's offered definition: it becomes the new pin. A new tool
+    that was admitted on first sight is kept as it is. Either way its new-tool alert closes."""
     from policies_app.pinning import _audit as tool_event
     from policies_app.pinning import definition_diff
 
-    pin = ToolPin.objects.select_for_update().filter(server=server, tool=tool).first()
-    if pin is None or pin.status != ToolPin.HELD:
-        raise NotHeld(f"{server}/{tool} is not held")
-    details = {
-        "from_hash": pin.definition_hash, "to_hash": pin.pending_hash, "reason_held": pin.held_reason,
-        "diff": definition_diff(pin.definition or {}, pin.pending_definition or {}),
-    }
-    record_admin("tool.approved", actor=acting_user, target=f"{server}/{tool}", details=details)
-    tool_event("tool.approved", server, tool, details, actor=acting_user)
-    pin.definition, pin.definition_hash = pin.pending_definition, pin.pending_hash
-    pin.pending_definition, pin.pending_hash, pin.held_reason = {}, "", ""
+    pin = _pin_under_review(server, tool)
+    if pin.status == ToolPin.ADMITTED:
+        if not pin.new_tool_alert:
+            raise NotHeld(f"{server}/{tool} is not held")
+        action, details = "tool.reviewed", {"hash": pin.definition_hash, "kept": True}
+    else:
+        action, details = "tool.approved", {
+            "from_hash": pin.definition_hash, "to_hash": pin.pending_hash, "reason_held": pin.held_reason,
+            "diff": definition_diff(pin.definition or {}, pin.pending_definition or {}),
+        }
+        pin.definition, pin.definition_hash = pin.pending_definition, pin.pending_hash
+        pin.pending_definition, pin.pending_hash, pin.held_reason = {}, "", ""
+    if comment:
+        details["comment"] = comment
+    record_admin(action, actor=acting_user, target=f"{server}/{tool}", details=details)
+    tool_event(action, server, tool, details, actor=acting_user)
     pin.status, pin.approved_by, pin.approved_at = ToolPin.ADMITTED, acting_user, timezone.now()
+    pin.review_comment, pin.new_tool_alert = comment, False
     pin.changed_at = timezone.now()
     pin.save()
     ConfigStamp.bump()
+
+
+@transaction.atomic(durable=True)
+def reject_tool(*, acting_user: str, server: str, tool: str, comment: str) -> None:
+    """Refuse the tool's offered definition: it stays hidden from every agent (as a held tool
+    is) until the server offers another definition, which is held for review again, or an
+    admin approves this one after all. A rejection says why: the comment is required."""
+    from policies_app.pinning import _audit as tool_event
+
+    comment = comment.strip()
+    if not comment:
+        raise ValueError("Say why the tool is rejected: the comment is required")
+    pin = _pin_under_review(server, tool)
+    if pin.status == ToolPin.REJECTED:
+        raise NotHeld(f"{server}/{tool} is rejected already")
+    if pin.status == ToolPin.ADMITTED:  # the admitted definition itself is refused: nothing stays approved
+        pin.pending_definition, pin.pending_hash = pin.definition, pin.definition_hash
+        pin.definition, pin.definition_hash = {}, ""
+    details = {"hash": pin.pending_hash, "pinned_hash": pin.definition_hash, "reason_held": pin.held_reason,
+               "comment": comment}
+    record_admin("tool.rejected", actor=acting_user, target=f"{server}/{tool}", details=details)
+    tool_event("tool.rejected", server, tool, details, actor=acting_user)
+    pin.status, pin.rejected_by, pin.rejected_at = ToolPin.REJECTED, acting_user, timezone.now()
+    pin.review_comment, pin.new_tool_alert = comment, False
+    pin.changed_at = timezone.now()
+    pin.save()
+    ConfigStamp.bump()
+
+
+def new_tool_alerts() -> list[ToolPin]:
+    """Tools that appeared after their server's first catalog and no admin has reviewed yet."""
+    return list(ToolPin.objects.filter(new_tool_alert=True).order_by("first_seen_at"))
 
 
 @transaction.atomic(durable=True)
@@ -416,7 +494,7 @@ def rollback(version: Any, *, acting_user: str) -> int | None:
 
     if version.document == _policy_document():
         return None
-    number = _new_policy_version(version.document, acting_user=acting_user, comment=f"rollback to v{version.number}")
+    number = _new_policy_version(version.document, acting_user=acting_user, description=f"rollback to v{version.number}")
     ConfigStamp.bump()
     return number
 
@@ -426,8 +504,9 @@ def held_tools() -> list[Any]:
     return list(ToolPin.objects.filter(status=ToolPin.HELD))
 
 
-__all__ = ["ConfigError", "Plan", "Change", "apply_config", "export_config", "approve_tool",
-           "save_policy_document", "rollback", "held_tools", "NotHeld", "current_state", "make_plan"]
+__all__ = ["ConfigError", "Plan", "Change", "apply_config", "export_config", "approve_tool", "reject_tool",
+           "new_tool_alerts",
+           "save_policy_document", "add_policy_rule", "rollback", "held_tools", "NotHeld", "current_state", "make_plan"]
 
 
 # --- servers, agents and their keys ---------------------------------------------------------
@@ -539,8 +618,8 @@ def revoke_key(*, acting_user: str, key: AgentKey) -> None:
 
 def write_key_revocation(*, acting_user: str, key: AgentKey) -> None:
     """revoke_key inside the caller's transaction (the Django admin's change form)."""
-    key.revoked_at = timezone.now()
-    key.save(update_fields=["revoked_at"])
+    key.revoked_at, key.revoked_by = timezone.now(), acting_user
+    key.save(update_fields=["revoked_at", "revoked_by"])
     record_admin("key.revoked", actor=acting_user, target=key.agent.name, details={"prefix": key.prefix})
     _changed()
 

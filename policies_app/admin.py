@@ -188,8 +188,8 @@ class AgentKeyInline(admin.TabularInline):
     extra = 0
     can_delete = False
     verbose_name_plural = "keys (issue new ones in the dashboard or with manage.py issue_key)"
-    fields = ["prefix", "label", "created_at", "last_used_at", "expires_at", "revoked_at", "revoke"]
-    readonly_fields = ["prefix", "label", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    fields = ["prefix", "label", "created_at", "last_used_at", "expires_at", "revoked_at", "revoked_by", "revoke"]
+    readonly_fields = ["prefix", "label", "created_at", "last_used_at", "expires_at", "revoked_at", "revoked_by"]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # actions.issue_key: the secret is shown once, which this form cannot do

@@ -3,7 +3,8 @@
 `POST /api/simulate/` {"agent", "server", "tool", "arguments"}: the decision, deciding rules,
 risk and reasons, without calling, counting or auditing anything.
 `GET /api/policies/`: the live policy version and the history; `POST /api/policies/`
-{"policies": [...], "velocity_rules": [...], "comment": "..."}: validate and store a new version.
+{"policies": [...], "velocity_rules": [...], "description": "..."}: validate and store a new version
+(`comment`, the older name of `description`, is still accepted).
 """
 
 from __future__ import annotations
@@ -87,14 +88,16 @@ def simulate_view(request: Request) -> Response:
 
 
 def _version(version: PolicyVersion) -> dict[str, Any]:
-    return {"number": version.number, "author": version.author, "comment": version.comment,
-            "created_at": version.created_at.isoformat()}
+    # `comment` is the description's first name, kept for the scripts that read it.
+    return {"number": version.number, "author": version.author, "description": version.description,
+            "comment": version.description, "created_at": version.created_at.isoformat()}
 
 
 PolicyDocument = inline_serializer("PolicyDocument", fields={
     "policies": serializers.ListField(child=serializers.JSONField()),
     "velocity_rules": serializers.ListField(child=serializers.JSONField(), required=False),
-    "comment": serializers.CharField(required=False),
+    "description": serializers.CharField(required=False, help_text="What changed and why."),
+    "comment": serializers.CharField(required=False, help_text="The older name of description."),
 })
 
 
@@ -104,9 +107,13 @@ PolicyDocument = inline_serializer("PolicyDocument", fields={
 def policies_view(request: Request) -> Response:
     if request.method in ("POST", "PUT"):
         document = dict(request.data) if isinstance(request.data, dict) else request.data
-        comment = document.pop("comment", "") if isinstance(document, dict) else ""
+        description = ""
+        if isinstance(document, dict):
+            comment = document.pop("comment", "")
+            description = document.pop("description", "") or comment
         try:
-            number = actions.save_policy_document(document, acting_user=request.user.get_username(), comment=str(comment))
+            number = actions.save_policy_document(document, acting_user=request.user.get_username(),
+                                                  description=str(description))
         except ConfigError as exc:
             return Response({"errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
         if number is None:

@@ -603,13 +603,12 @@ def _velocity_rules(v: Validator, raw: Any, desired: Desired) -> list[dict[str, 
 
 
 def _unique_names(v: Validator, document: Mapping[str, list[dict[str, Any]]]) -> None:
+    """Given names are unique across both sections (a derived name has `:` and `#`, which a
+    slug cannot, so it never clashes with one)."""
     seen: set[str] = set()
     for section in ("policies", "velocity_rules"):
         for i, rule in enumerate(document[section]):
-            name = rule.get("name")
-            if name and re.match(r"^(policy|velocity)\[\d+\]$", name):
-                v.error((section, i, "name"), "must not look like a position (policy[N])")
-            _unique(v, seen, name, (section, i, "name"), "the rule")
+            _unique(v, seen, rule.get("name"), (section, i, "name"), "the rule")
 
 
 def validate_policy_document(document: Any, known: Known) -> dict[str, list[dict[str, Any]]]:

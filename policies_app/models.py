@@ -25,8 +25,12 @@ class PolicyVersion(models.Model):
     number = models.PositiveIntegerField(unique=True)
     document = models.JSONField()
     author = models.CharField(max_length=150)
-    comment = models.CharField(max_length=200, blank=True)
+    # What changed and why, in the author's words (the dashboard asks for it; `apply` says "apply"
+    # unless given --message; a rollback names its version).
+    description = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    DESCRIPTION_MAX = 2000
 
     class Meta:
         ordering = ["-number"]
@@ -56,14 +60,15 @@ class ToolPin(models.Model):
 
     ADMITTED = "admitted"
     HELD = "held"
+    REJECTED = "rejected"
 
     server = models.CharField(max_length=64)
     tool = models.CharField(max_length=200)
-    # The approved definition; empty while a never-admitted tool is held.
+    # The approved definition; empty while a never-admitted tool is held or rejected.
     definition_hash = models.CharField(max_length=64, blank=True)
     definition = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=[(ADMITTED, "admitted"), (HELD, "held")])
-    # What the upstream offers now, while held.
+    status = models.CharField(max_length=16, choices=[(ADMITTED, "admitted"), (HELD, "held"), (REJECTED, "rejected")])
+    # What the upstream offers now, while held; the definition an admin refused, while rejected.
     pending_hash = models.CharField(max_length=64, blank=True)
     pending_definition = models.JSONField(default=dict, blank=True)
     held_reason = models.TextField(blank=True)
@@ -71,6 +76,13 @@ class ToolPin(models.Model):
     changed_at = models.DateTimeField(default=timezone.now)
     approved_by = models.CharField(max_length=150, blank=True)
     approved_at = models.DateTimeField(null=True, blank=True)
+    rejected_by = models.CharField(max_length=150, blank=True)
+    rejected_at = models.DateTimeField(null=True, blank=True)
+    # The admin's words on the last approval or rejection.
+    review_comment = models.TextField(blank=True)
+    # A tool that appeared after its server's first catalog: admins see it on every dashboard
+    # page until one of them reviews it (approves, keeps or rejects it).
+    new_tool_alert = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["server", "tool"]
@@ -213,6 +225,7 @@ class AgentKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.CharField(max_length=150, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit_app import actions as audit
+from policies_app import signals
 from policies_app.core.context import AgentView, ServerView
 from policies_app.core.pinning import (
     PinView,
@@ -109,20 +110,27 @@ def _record_catalog(server: str, new_tools: str, tools: list[dict[str, Any]]) ->
             pin = existing.get(name)
             if pin is None:
                 changed = True
+                # The first catalog is what the admin registered; a tool appearing later is news.
+                alert = not first_catalog
                 if findings:
-                    _hold_new(server, name, definition, digest, "poisoning scan: " + "; ".join(findings))
-                elif new_tools == "hold" and not first_catalog:
-                    _hold_new(server, name, definition, digest, "new tool on a server that holds new tools")
+                    reason = "poisoning scan: " + "; ".join(findings)
+                    _hold_new(server, name, definition, digest, reason, alert=alert)
+                elif new_tools == "hold" and alert:
+                    reason = "new tool on a server that holds new tools"
+                    _hold_new(server, name, definition, digest, reason, alert=alert)
                 else:
+                    reason = ""
                     ToolPin.objects.create(
                         server=server, tool=name, definition=definition, definition_hash=digest,
-                        status=ToolPin.ADMITTED,
+                        status=ToolPin.ADMITTED, new_tool_alert=alert,
                     )
                     _audit("tool.pinned", server, name, {"hash": digest})
                     admitted.add(name)
+                if alert:
+                    _announce_new_tool(server, name, admitted=not reason, reason=reason)
             elif pin.status == ToolPin.ADMITTED and pin.definition_hash == digest:
                 admitted.add(name)
-            elif pin.status == ToolPin.HELD and pin.definition_hash == digest:
+            elif pin.status in (ToolPin.HELD, ToolPin.REJECTED) and pin.definition_hash == digest:
                 # the upstream went back to the approved definition: nothing left to approve
                 pin.status, pin.pending_hash, pin.pending_definition, pin.held_reason = ToolPin.ADMITTED, "", {}, ""
                 pin.changed_at = now
@@ -131,7 +139,9 @@ def _record_catalog(server: str, new_tools: str, tools: list[dict[str, Any]]) ->
                 admitted.add(name)
                 changed = True
             elif pin.pending_hash != digest:
-                reason = "definition changed since it was pinned" if pin.definition_hash else pin.held_reason
+                reason = ("definition changed since it was pinned" if pin.definition_hash
+                          else "definition changed since it was rejected" if pin.status == ToolPin.REJECTED
+                          else pin.held_reason)
                 if findings:
                     reason += "; poisoning scan: " + "; ".join(findings)
                 _audit("tool.held", server, name, {
@@ -147,12 +157,21 @@ def _record_catalog(server: str, new_tools: str, tools: list[dict[str, Any]]) ->
     return admitted
 
 
-def _hold_new(server: str, name: str, definition: dict[str, Any], digest: str, reason: str) -> None:
+def _hold_new(server: str, name: str, definition: dict[str, Any], digest: str, reason: str, *, alert: bool) -> None:
     ToolPin.objects.create(
         server=server, tool=name, status=ToolPin.HELD, pending_definition=definition,
-        pending_hash=digest, held_reason=reason,
+        pending_hash=digest, held_reason=reason, new_tool_alert=alert,
     )
     _audit("tool.held", server, name, {"reason": reason, "offered_hash": digest})
+
+
+def _announce_new_tool(server: str, tool: str, *, admitted: bool, reason: str) -> None:
+    """Tell the admins (e-mail and webhook, `tool.new`) once the pin is committed; the receivers
+    live in the apps that send notifications (policies_app.signals). Robustly: a receiver that
+    fails (a broker down) is logged and must not fail the agent's tools/list."""
+    status = ToolPin.ADMITTED if admitted else ToolPin.HELD
+    transaction.on_commit(lambda: signals.new_tool.send_robust(
+        sender=ToolPin, server=server, tool=tool, status=status, reason=reason))
 
 
 def _audit(action: str, server: str, tool: str, details: dict[str, Any], actor: str = "gateway") -> None:

@@ -86,6 +86,8 @@ def _why_unknown(ctx: CallContext, snap: Snapshot) -> str:
     stored = ToolPin.objects.filter(server=ctx.server.name, tool=ctx.subject).first()
     if stored is not None and stored.status == ToolPin.HELD:
         return f"held until an admin approves it: {stored.held_reason}"
+    if stored is not None and stored.status == ToolPin.REJECTED:
+        return f"rejected by {stored.rejected_by}: {stored.review_comment}"
     return "held until an admin approves it"
 
 

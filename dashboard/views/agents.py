@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from dashboard import catalog, roles
 from dashboard.forms import AgentForm, KeyForm, line_list
 from policies_app import actions
-from policies_app.models import Agent, AgentKey, Server
+from policies_app.models import Agent, AgentKey, Server, ToolPin
 
 
 def actor(request: HttpRequest) -> str:
@@ -47,6 +47,47 @@ def scope_rows(agent: Agent) -> list[dict[str, Any]]:
              "prompts": scopes[2].get(server)} for server in servers]
 
 
+# Why a pinned tool is not shown to agents, in words (a badge is text, never colour alone).
+WITHHELD = {ToolPin.HELD: "held for review", ToolPin.REJECTED: "rejected"}
+
+
+def withheld_tools(servers: list[str]) -> dict[str, dict[str, str]]:
+    """{server: {tool: why}}: the pinned tools that no agent sees (held or rejected)."""
+    found: dict[str, dict[str, str]] = {}
+    for pin in ToolPin.objects.filter(server__in=servers).exclude(status=ToolPin.ADMITTED):
+        found.setdefault(pin.server, {})[pin.tool] = WITHHELD.get(pin.status, pin.status)
+    return found
+
+
+def scope_with_pins(agent: Agent) -> list[dict[str, Any]]:
+    """scope_rows, with each server's tools split into those the agent sees and those its scope
+    names but the gateway withholds (held or rejected), so the page never lists a held tool as
+    one the agent sees."""
+    rows = scope_rows(agent)
+    withheld = withheld_tools([row["server"] for row in rows])
+    for row in rows:
+        hidden = withheld.get(row["server"], {})
+        if row["tools"] == "*":
+            row["withheld"] = sorted(hidden.items())
+        elif row["tools"]:
+            row["withheld"] = [(t, hidden[t]) for t in row["tools"] if t in hidden]
+            row["tools"] = [t for t in row["tools"] if t not in hidden]
+    return rows
+
+
+def tool_badges(definition: dict[str, Any], pin: ToolPin | None) -> list[tuple[str, str]]:
+    """(text, style) badges of a tool in the scope editor: destructive by its (untrusted)
+    annotations, and held or rejected by its pin."""
+    badges = []
+    if ((definition or {}).get("annotations") or {}).get("destructiveHint") is True:
+        badges.append(("destructive", "deny"))
+    if pin is not None and pin.status in WITHHELD:
+        badges.append((WITHHELD[pin.status], "held" if pin.status == ToolPin.HELD else "denied"))
+    elif pin is not None and pin.new_tool_alert:
+        badges.append(("new: not reviewed", "held"))
+    return badges
+
+
 def _agent_page(request: HttpRequest, agent: Agent, **extra: Any) -> HttpResponse:
     status = extra.pop("status", 200)
     context = {
@@ -56,7 +97,7 @@ def _agent_page(request: HttpRequest, agent: Agent, **extra: Any) -> HttpRespons
                           existing=agent),
         "key_form": KeyForm(),
         "keys": agent.keys.all(),
-        "scope": scope_rows(agent),
+        "scope": scope_with_pins(agent),
     } | extra
     return render(request, "dashboard/agent.html", context, status=status)
 
@@ -110,12 +151,16 @@ def key_issue(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @roles.admin_required
-@require_POST
 def key_revoke(request: HttpRequest, name: str, prefix: str) -> HttpResponse:
-    key = get_object_or_404(AgentKey, agent__name=name, prefix=prefix)
+    """GET asks for confirmation, POST revokes (as for API tokens)."""
+    key = get_object_or_404(AgentKey.objects.select_related("agent"), agent__name=name, prefix=prefix)
+    if request.method != "POST":
+        return render(request, "dashboard/agent_key_revoke.html", {"agent": key.agent, "key": key})
     if key.revoked_at is None:
         actions.revoke_key(acting_user=actor(request), key=key)
-        messages.success(request, f"Key {key} revoked; it stops working within a second.")
+        messages.success(request, f"Key {key} of {name} revoked; it stops working within a second.")
+    else:
+        messages.info(request, f"Key {key} was already revoked by {key.revoked_by or 'someone'}.")
     return redirect("dashboard:agent", name=name)
 
 
@@ -172,8 +217,11 @@ def agent_scope(request: HttpRequest, name: str) -> HttpResponse:
         names = {t.name for t in tools}
         chosen = set(allowed) if isinstance(allowed, list) else set()
         prompts = (agent.prompt_scope or {}).get(server.name) or []
+        pins = {pin.tool: pin for pin in ToolPin.objects.filter(server=server.name)}
+        listed = [{"name": t.name, "description": t.description,
+                   "badges": tool_badges(t.definition, pins.get(t.name))} for t in tools]
         rows.append({
-            "server": server, "tools": tools, "error": error, "all": allowed == "*",
+            "server": server, "tools": listed, "error": error, "all": allowed == "*",
             "chosen": chosen, "unlisted": sorted(chosen - names),
             "resources": "\n".join((agent.resource_scope or {}).get(server.name) or []),
             "prompts": "*" if prompts == "*" else "\n".join(prompts),

@@ -3,7 +3,9 @@ status and a live tail (dashboard.tail over a websocket)."""
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -83,14 +85,33 @@ def entry_by_seq(seq: int) -> Any:
     return AuditEntry.objects.filter(seq=seq).first()
 
 
-STRUCTURED = {"args", "risk", "rules", "outcome", "approval", "details", "body"}
+def readable_json(value: Any) -> str:
+    """Structured entry data as an auditor reads it: indented JSON, never a Python repr."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def entry_fields(entry: Any) -> list[tuple[str, Any, bool]]:
-    """(name, value, structured) for each recorded field."""
+def entry_fields(entry: Any) -> list[tuple[str, Any, str]]:
+    """(name, value, its readable JSON or "" for a plain value) for each recorded field."""
     record = backends.entry_record(entry)
-    return [(name, value, name in STRUCTURED or isinstance(value, dict | list))
+    return [(name, value, readable_json(value) if isinstance(value, dict | list) else "")
             for name, value in record.items()]
+
+
+def timeline_step(entry: Any) -> dict[str, Any]:
+    """One entry of a call's timeline: what it says about the call, in a few words."""
+    record = backends.entry_record(entry)
+    approval, outcome = record.get("approval") or {}, record.get("outcome") or {}
+    if entry.kind == "decision":
+        says = f"policy decided {entry.decision}"
+    elif entry.kind == "approval":
+        status = approval.get("status", "")
+        says = f"approval {status}" + (f" by {approval['decided_by']}" if approval.get("decided_by") else "")
+    elif entry.kind == "outcome":
+        says = f"outcome {outcome.get('status', '')}" + (
+            f" in {outcome['latency_ms']} ms" if outcome.get("latency_ms") is not None else "")
+    else:
+        says = entry.kind
+    return {"seq": entry.seq, "time": entry.time, "kind": entry.kind, "says": says}
 
 
 @roles.auditor_required
@@ -98,9 +119,17 @@ def audit_entry(request: HttpRequest, seq: int) -> HttpResponse:
     entry = entry_by_seq(seq)
     if entry is None:
         raise Http404("No audit entry with that sequence number")
+    approval_id, may_open_approval = backends.approval_for_call(entry.call_id, request.user)
     return render(request, "dashboard/audit_entry.html", {
         "entry": entry, "seq": seq, "fields": entry_fields(entry),
+        "timeline": [timeline_step(e) for e in backends.call_entries(entry.call_id)],
+        "approval_id": approval_id, "may_open_approval": may_open_approval,
         "proof": backends.inclusion_proof(seq),
+        "leaf_bytes": base64.b64encode(backends.entry_bytes(entry)).decode("ascii"),
+        # without scripts the button asks the server (?verify=1); with them the page checks
+        # the hashes and the signature itself (static/dashboard/audit.js)
+        "check": backends.verify_entry(seq) if request.GET.get("verify") else None,
+        "chain": backends.chain_status(),
     })
 
 

@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from dashboard import backends, catalog, roles
-from dashboard.forms import CredentialForm, ServerForm
+from dashboard.forms import CredentialForm, ServerForm, ToolReviewForm
 from dashboard.views.agents import actor
 from policies_app import actions
 from policies_app.models import Server
@@ -52,7 +52,9 @@ def pin_status(pin: Any) -> str:
         return "not pinned yet"
     if pin.status == "held":
         return "changed, held" if pin.definition_hash else "new, held"
-    return "pinned"
+    if pin.status == "rejected":
+        return "rejected"
+    return "new, admitted: review" if pin.new_tool_alert else "pinned"
 
 
 def intent_of(server: Server, tool: str) -> str:
@@ -142,26 +144,41 @@ def side_by_side(old: list[str], new: list[str]) -> list[tuple[str, str, str]]:
 @roles.admin_required
 def tool_review(request: HttpRequest, name: str, tool: str) -> HttpResponse:
     server = get_object_or_404(Server, name=name)
-    if request.method == "POST":
-        try:
-            backends.approve_tool(server=server.name, tool=tool, acting_user=actor(request))
-        except Exception as exc:  # NotHeld: someone approved it meanwhile
-            messages.info(request, str(exc))
-        else:
-            messages.success(request, f"{tool} approved: agents in scope see it again.")
+    pin = next((p for p in backends.tool_pins(server.name) if p.tool == tool), None)
+    form = ToolReviewForm(request.POST or None)
+    if request.method == "POST" and pin is not None and form.is_valid():
+        decide(request, server.name, tool, form.cleaned_data["decision"], form.cleaned_data["comment"])
         return redirect("dashboard:server", name=name)
-    pins = {getattr(p, "tool", ""): p for p in backends.tool_pins(server.name)}
-    pin = pins.get(tool)
-    held_pin = pin if pin is not None and pin.status == "held" else None
-    if held_pin is not None:
-        candidate = held_pin.pending_definition
-    else:
-        candidate = live_definition(request, server, tool)
+    offered = pin if pin is not None and pin.status in ("held", "rejected") else None
+    candidate = offered.pending_definition if offered is not None else live_definition(request, server, tool)
     return render(request, "dashboard/tool_review.html", {
-        "server": server, "tool": tool, "pin": pin, "status": pin_status(pin), "held": held_pin is not None,
+        "server": server, "tool": tool, "pin": pin, "status": pin_status(pin), "held": pin is not None and pin.status == "held",
         "rows": side_by_side(definition_lines(pin.definition if pin else None), definition_lines(candidate)),
-        "held_reason": held_pin.held_reason if held_pin is not None else "",
-    })
+        "held_reason": offered.held_reason if offered is not None else "",
+        "form": form, "approve_label": approve_label(pin),
+    }, status=400 if form.errors else 200)
+
+
+def approve_label(pin: Any) -> str:
+    """What Approve does to this pin; empty when there is nothing to approve."""
+    if pin is None:
+        return ""
+    if pin.status in ("held", "rejected"):
+        return "Approve this definition"
+    return "Keep this tool" if pin.new_tool_alert else ""
+
+
+def decide(request: HttpRequest, server: str, tool: str, decision: str, comment: str) -> None:
+    try:
+        if decision == ToolReviewForm.REJECT:
+            backends.reject_tool(server=server, tool=tool, acting_user=actor(request), comment=comment)
+        else:
+            backends.approve_tool(server=server, tool=tool, acting_user=actor(request), comment=comment)
+    except actions.NotHeld as exc:  # another admin decided meanwhile
+        messages.info(request, str(exc))
+    else:
+        messages.success(request, f"{tool} rejected: no agent sees it." if decision == ToolReviewForm.REJECT
+                         else f"{tool} approved: agents in scope see it.")
 
 
 def live_definition(request: HttpRequest, server: Server, tool: str) -> dict[str, Any] | None:

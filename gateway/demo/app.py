@@ -1,5 +1,6 @@
 """One ASGI app for the demo: the product (intended.asgi) plus the customer-ops upstream mounted
-at /_demo/customer-ops/mcp, so the whole demo listens on one port.
+at /_demo/customer-ops/mcp and the webhook receiver at /_demo/webhook, so the whole demo
+listens on one port.
 
 The upstream only answers requests that carry its own credential, which the gateway injects
 and agents never see: an agent that tries to skip the gateway gets 401.
@@ -17,6 +18,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
 from gateway.demo.customer_ops import build_server
+from gateway.demo.webhook_receiver import WEBHOOK_PATH
 
 DEMO_PREFIX = "/_demo/customer-ops"
 DEMO_PATH = DEMO_PREFIX + "/mcp"
@@ -49,9 +51,11 @@ async def _unauthorized(send: Send) -> None:
 
 class DemoApplication:
     def __init__(self, main: ASGIApp, *, credential: str, port: int,
+                 webhook_receiver: ASGIApp | None = None,
                  on_startup: Callable[[], Awaitable[None]] | None = None,
                  on_shutdown: Callable[[], Awaitable[None]] | None = None) -> None:
         self.main = main
+        self.webhook_receiver = webhook_receiver
         self.credential = credential.encode()
         self.mcp = build_server()
         self.upstream = upstream_app(self.mcp, port)
@@ -63,6 +67,9 @@ class DemoApplication:
             await self._lifespan(receive, send)
             return
         path = scope.get("path", "")
+        if scope["type"] == "http" and path == WEBHOOK_PATH and self.webhook_receiver is not None:
+            await self.webhook_receiver(scope, receive, send)
+            return
         if scope["type"] == "http" and (path == DEMO_PREFIX or path.startswith(DEMO_PREFIX + "/")):
             presented = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(presented, self.credential):

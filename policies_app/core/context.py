@@ -210,6 +210,9 @@ class CallContext:
     input_schema: Mapping[str, Any] | None = None  # the pinned inputSchema (tools/call)
     ref_kind: Kind | None = None  # completion/complete: what its ref names (a prompt or a resource)
     velocity_admission: Any = None  # core.velocity.Admission: counted before the policy, settled after
+    # Records read for the reviewer of a held call (pack `review:`): field name ->
+    # {uri, shown, sha256} or {uri, error}; the gateway fills it in before the hold.
+    review_records: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tool(self) -> str:

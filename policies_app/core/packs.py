@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,33 @@ class RiskModel:
 
 
 @dataclass(frozen=True)
+class RecordSpec:
+    """A record the gateway reads from the server when a call is held, for the reviewer: the
+    resource URI (`{value}` is the field's value) and the keys of its JSON to show."""
+
+    resource: str
+    show: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReviewField:
+    """One thing a reviewer needs to see about a held call, read from its arguments."""
+
+    name: str
+    label: str
+    sources: tuple[str, ...]  # argument names; the first present one wins
+    currency: tuple[str, ...] = ()  # argument names holding the currency of a number
+    default_currency: str = ""
+    record: RecordSpec | None = None
+
+
+@dataclass(frozen=True)
+class ReviewSpec:
+    fields: tuple[ReviewField, ...] = ()
+    recent: int = 0  # how many of the agent's latest calls of the intent to show
+
+
+@dataclass(frozen=True)
 class Pack:
     name: str
     description: str = ""
@@ -68,6 +96,7 @@ class Pack:
     risk: Mapping[str, RiskModel] = field(default_factory=dict)
     destructive_hint_add: int = 20
     redaction: Mapping[str, Mapping[str, frozenset[str]]] = field(default_factory=dict)
+    review: Mapping[str, ReviewSpec] = field(default_factory=dict)
 
     def risk_model(self, intent: str) -> RiskModel:
         return self.risk.get(intent) or self.risk.get("default") or RiskModel()
@@ -114,7 +143,20 @@ def parse_pack(raw: Mapping[str, Any]) -> Pack:
         risk=risk,
         destructive_hint_add=int(raw.get("destructive_hint_add", 20)),
         redaction=redaction,
+        review={intent: _review_spec(spec) for intent, spec in (raw.get("review") or {}).items()},
     )
+
+
+def _review_spec(raw: Mapping[str, Any]) -> ReviewSpec:
+    fields = []
+    for f in raw.get("fields") or []:
+        record = f.get("record")
+        fields.append(ReviewField(
+            name=f["name"], label=f.get("label", f["name"]), sources=tuple(f["from"]),
+            currency=tuple(f.get("currency") or ()), default_currency=f.get("default_currency", ""),
+            record=RecordSpec(resource=record["resource"], show=tuple(record["show"])) if record else None,
+        ))
+    return ReviewSpec(fields=tuple(fields), recent=int(raw.get("recent", 0)))
 
 
 def _risk_factor(raw: Mapping[str, Any]) -> RiskFactor:
@@ -317,3 +359,127 @@ def _redact_value(value: Any, hidden: frozenset[str], hashed: frozenset[str]) ->
 def _digest(value: Any) -> str:
     raw = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+# --- what a reviewer sees ------------------------------------------------------------------
+
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+SHOWN_TEXT_LIMIT = 200
+SHOWN_LIST_LIMIT = 10
+# What a server's record may not put in front of a reviewer: control characters (NUL breaks a
+# jsonb column), and bidirectional overrides that make text read differently than it is.
+UNSHOWABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+
+
+def review_spec(pack: str, intent: str) -> ReviewSpec:
+    try:
+        return load(pack).review.get(intent) or ReviewSpec()
+    except KeyError:
+        return ReviewSpec()
+
+
+def review_fields(pack: str, intent: str, arguments: Mapping[str, Any],
+                  attributes: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The pack's review fields for a call, as shown: [{name, label, value, text}] (and
+    `conflict` when the call gives one field several different values), in the pack's order,
+    for the fields the call gives. A field that is also a pack attribute shows the attribute,
+    the value the policy and risk decided on (the largest amount, every recipient), not merely
+    the first argument. `text` is what a person reads: an amount with its currency."""
+    if attributes is None:
+        try:
+            attributes = derive_attributes(pack, intent, arguments)
+        except (KeyError, UnreadableArgument):
+            attributes = {}
+    out = []
+    for f in review_spec(pack, intent).fields:
+        given = [arguments[k] for k in f.sources if arguments.get(k) not in (None, "")]
+        distinct = list({json.dumps(v, sort_keys=True, default=str): v for v in given}.values())
+        if f.name in attributes:
+            value: Any = attributes[f.name]
+        elif distinct:
+            value = distinct[0]
+        else:
+            continue
+        field_view = {"name": f.name, "label": f.label, "value": value, "text": _field_text(f, value, arguments)}
+        if f.name not in attributes and len(distinct) > 1:  # e.g. customer_id and customer disagree
+            field_view["conflict"] = True
+            field_view["text"] = " / ".join(_field_text(f, v, arguments) for v in distinct) + \
+                " (the call names more than one)"
+        out.append(field_view)
+    return out
+
+
+def _field_text(f: ReviewField, value: Any, arguments: Mapping[str, Any]) -> str:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        shown = ", ".join(value[:SHOWN_LIST_LIMIT])
+        return shown if len(value) <= SHOWN_LIST_LIMIT else f"{shown} and {len(value) - SHOWN_LIST_LIMIT} more ({len(value)} in all)"
+    amount = _amount(value) if f.currency or f.default_currency else None
+    if amount is None:
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    given = [arguments[k] for k in f.currency if arguments.get(k) not in (None, "")]
+    if not given:
+        return f"{amount} {f.default_currency}".strip()
+    code = given[0].strip().upper() if isinstance(given[0], str) else ""
+    # a currency the call gives but that is no ISO code is shown as given, never replaced
+    return f"{amount} {code}" if CURRENCY.match(code) else f"{amount} (currency {json.dumps(given[0])[:40]})"
+
+
+def _amount(value: Any) -> str | None:
+    """An amount as people write it ("1,250.00", "0.004"), exactly: Decimal, never float."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    if isinstance(value, str) and not re.fullmatch(r"-?\d+(\.\d+)?", value.strip()):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    if not number.is_finite():
+        return None
+    return f"{number:,.2f}" if number == number.quantize(Decimal("0.01")) else f"{number:,f}"
+
+
+def review_records(pack: str, intent: str, arguments: Mapping[str, Any],
+                   attributes: Mapping[str, Any] | None = None) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The records to read for a held call: (field name, resource URI, keys to show). Only for
+    a plain id (a value with URI syntax could make the gateway read something else) that the
+    call gives once (two different customers: which one the tool acts on is not ours to guess)."""
+    reads = []
+    shown = {f["name"]: f for f in review_fields(pack, intent, arguments, attributes)}
+    for f in review_spec(pack, intent).fields:
+        field_view = shown.get(f.name)
+        if f.record is None or field_view is None or field_view.get("conflict"):
+            continue
+        value = field_view["value"]
+        if isinstance(value, str) and PLAIN_ID.match(value):
+            reads.append((f.name, f.record.resource.replace("{value}", value), f.record.show))
+    return reads
+
+
+def record_view(contents: Any, uri: str, show: tuple[str, ...]) -> dict[str, Any] | None:
+    """The keys to show from a resources/read result whose first content is the requested URI
+    as a JSON object; None when it is not one. Values are cut to what a page can show safely:
+    finite numbers, booleans, and strings without control characters, at most
+    SHOWN_TEXT_LIMIT long."""
+    if not isinstance(contents, Mapping):
+        return None
+    items = contents.get("contents")
+    first = items[0] if isinstance(items, list) and items and isinstance(items[0], Mapping) else {}
+    text = first.get("text")
+    if first.get("uri") != uri or not isinstance(text, str):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, Mapping):
+        return None
+    view: dict[str, Any] = {}
+    for key in show:
+        value = data.get(key)
+        if isinstance(value, bool) or (isinstance(value, int | float) and math.isfinite(value)):
+            view[key] = value
+        elif isinstance(value, str):
+            view[key] = UNSHOWABLE.sub("", value)[:SHOWN_TEXT_LIMIT]
+    return view

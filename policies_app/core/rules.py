@@ -111,6 +111,21 @@ class Condition:
             return False
         return measured <= self.bound if self.is_max else measured >= self.bound
 
+    def why_not(self, values: Mapping[str, Any], attributes: Mapping[str, Any]) -> str:
+        """Why the condition fails, in words ("recipients is 11, over max_recipients 10")."""
+        raw = attributes[self.attribute] if self.attribute in attributes else values.get(self.attribute)
+        key = f"{'max' if self.is_max else 'min'}_{self.attribute}: {_number(self.bound)}"
+        measured = measure(raw)
+        if measured is None:
+            return f"{self.attribute} is missing or not a number ({key})"
+        return f"{self.attribute} is {_number(measured)}, {'over' if self.is_max else 'under'} {key}"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)  # exact, and no OverflowError for an integer too large for a float
+    return str(int(value)) if value.is_integer() else str(value)
+
 
 def parse_conditions(raw: Mapping[str, Any] | None) -> tuple[Condition, ...]:
     out = []
@@ -257,24 +272,31 @@ class PolicyIndex:
         """Most restrictive applicable rule wins; no applicable rule denies."""
         ctx.policy_version = self.version
         applicable: list[Rule] = []
+        # allow rules for this agent and intent kept out by a condition: what the denial names
+        missed: list[tuple[Rule, Condition | None]] = []
         activation: dict[str, Any] | None = None
         for rule in self.candidates(ctx.intent, ctx.agent):
             if not rule.users.contains(ctx.user, ctx.groups):
                 continue
-            if not all(c.holds(ctx.arguments, ctx.attributes) for c in rule.conditions):
+            failed = next((c for c in rule.conditions if not c.holds(ctx.arguments, ctx.attributes)), None)
+            if failed is not None:
+                if rule.decision == ALLOW:
+                    missed.append((rule, failed))
                 continue
             if rule.when is not None:
                 if activation is None:
                     activation = cel_activation(ctx, now)
                 try:
                     if not rule.when.evaluate(activation):
+                        if rule.decision == ALLOW:
+                            missed.append((rule, None))
                         continue
                 except CELError as exc:
                     ctx.deny(f"Denied: the condition of {rule.id} could not be evaluated ({exc})", rules=[rule.id])
                     return
             applicable.append(rule)
         if not applicable:
-            ctx.deny(f"no policy allows {ctx.intent} for {ctx.agent.name}", rules=[])
+            ctx.deny(no_rule_reason(ctx, missed), rules=[])
             return
         decision = max((r.decision for r in applicable), key=SEVERITY.__getitem__)
         deciding = [r for r in applicable if r.decision == decision]
@@ -282,6 +304,22 @@ class PolicyIndex:
         ctx.rules = [r.id for r in deciding]
         ctx.reason = "; ".join(dict.fromkeys(r.reason or r.default_reason(ctx) for r in deciding))
         ctx.escalation = escalation_view(deciding[0].escalation) if decision == ESCALATE else None
+
+
+MISSED_NAMED = 3  # allow rules a denial names at most
+
+
+def no_rule_reason(ctx: CallContext, missed: Sequence[tuple[Rule, Condition | None]]) -> str:
+    """The denial when no rule applies. It names the allow rules for this agent and intent that
+    a condition kept out, and that condition (a denial for 11 recipients says which limit it
+    broke, not only that nothing allowed it): what the agent could do within the policy. Deny
+    and escalate rules that did not apply are not named; they do not explain a denial."""
+    reason = f"no policy allows {ctx.intent} for {ctx.agent.name}"
+    why = [f"{rule.id} does not apply: " + (
+        condition.why_not(ctx.arguments, ctx.attributes) if condition is not None
+        else f"`{rule.when.source if rule.when else ''}` is false for this call")
+        for rule, condition in missed[:MISSED_NAMED]]
+    return f"{reason}: {'; '.join(why)}" if why else reason
 
 
 def cel_activation(ctx: CallContext, now: datetime | None = None) -> dict[str, Any]:
@@ -305,15 +343,46 @@ def cel_activation(ctx: CallContext, now: datetime | None = None) -> dict[str, A
     return {name: celpy.json_to_cel(value) for name, value in data.items()}
 
 
-def rule_id(kind: str, index: int, raw: Mapping[str, Any]) -> str:
-    return str(raw.get("name") or f"{kind}[{index}]")
+# The parts of a rule that define what it does; its name and reason text are not among them, so
+# rewording a reason or moving a rule keeps its derived name.
+POLICY_CONTENT = ("intent", "agents", "users", "decision", "conditions", "when", "escalation")
+UNORDERED = ("agents", "users")  # sets written as lists: their order changes nothing
+
+
+def derived_name(kind: str, raw: Mapping[str, Any]) -> str:
+    """A rule's name when the file gives none: what it does and a digest of its content, never its
+    position (`escalate:financial.refund.process#3fa2c1`, `velocity:data.customer.read#9b04e7`).
+    `:` and `#` are not allowed in a given name (a slug), so a derived name never shadows one."""
+    if kind == "velocity":
+        return f"velocity:{raw['intent']}#{velocity_key({**raw, 'name': None})[:6]}"
+    content = {k: sorted(raw[k]) if k in UNORDERED else raw[k] for k in POLICY_CONTENT if k in raw}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"{raw['decision']}:{raw['intent']}#{digest}"
+
+
+def rule_names(kind: str, rules: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every rule's name, in order: the given `name`, else derived from content. Two rules of
+    identical content (a copy) get `-2`, `-3`, ... after the first, so names stay unique."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for raw in rules:
+        base = str(raw.get("name") or derived_name(kind, raw))
+        name, n = base, 1
+        while name in seen:
+            n += 1
+            name = f"{base}-{n}"
+        seen.add(name)
+        names.append(name)
+    return names
 
 
 def compile(document: Mapping[str, Any], version: int = 0) -> PolicyIndex:  # noqa: A001
     """The index for a normalized policy document (raises ValueError on a bad CEL expression)."""
+    policies = document.get("policies") or []
+    velocity_rules = document.get("velocity_rules") or []
     rules = tuple(
         Rule(
-            id=rule_id("policy", i, raw),
+            id=name,
             intent=raw["intent"],
             agents=AgentSet.parse(raw.get("agents")),
             decision=raw["decision"],
@@ -324,11 +393,11 @@ def compile(document: Mapping[str, Any], version: int = 0) -> PolicyIndex:  # no
             order=i,
             users=UserSet.parse(raw.get("users")),
         )
-        for i, raw in enumerate(document.get("policies") or [])
+        for i, (name, raw) in enumerate(zip(rule_names("policy", policies), policies, strict=True))
     )
     velocity = tuple(
         VelocityRule(
-            id=rule_id("velocity", i, raw),
+            id=name,
             key=velocity_key(raw),
             intent=raw["intent"],
             agents=AgentSet.parse([raw["agent"]] if raw.get("agent") else None),
@@ -338,7 +407,7 @@ def compile(document: Mapping[str, Any], version: int = 0) -> PolicyIndex:  # no
             reason=raw.get("reason", ""),
             escalation=raw.get("escalation"),
         )
-        for i, raw in enumerate(document.get("velocity_rules") or [])
+        for name, raw in zip(rule_names("velocity", velocity_rules), velocity_rules, strict=True)
     )
     return PolicyIndex(version=version, rules=rules, velocity_rules=velocity)
 

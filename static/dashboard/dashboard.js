@@ -11,6 +11,34 @@
     toggle.setAttribute("aria-expanded", open ? "true" : "false");
   });
 
+  // A table wider than the screen scrolls sideways in its .table-wrap: then the wrap is a named
+  // region in the tab order, so the keyboard can scroll it too (WCAG 2.1.1; axe's
+  // scrollable-region-focusable). Only while it scrolls: otherwise it would be a stop for nothing.
+  function keyboardScrollableTables() {
+    document.querySelectorAll(".table-wrap").forEach(function (wrap) {
+      var scrolls = wrap.scrollWidth > wrap.clientWidth + 1;
+      if (scrolls && !wrap.hasAttribute("tabindex")) {
+        var added = ["tabindex", "role", "data-scrolls"];
+        wrap.setAttribute("tabindex", "0");
+        wrap.setAttribute("role", "region");
+        if (!wrap.hasAttribute("aria-label") && !wrap.hasAttribute("aria-labelledby")) {
+          // named after its section's heading, and not the same name (landmarks stay distinct)
+          var section = wrap.closest("[aria-labelledby]");
+          var heading = section && document.getElementById(section.getAttribute("aria-labelledby"));
+          var title = heading ? heading.textContent.trim() : "";
+          wrap.setAttribute("aria-label", (title ? title + ": " : "") + "table, scrolls sideways");
+          added.push("aria-label");
+        }
+        wrap.setAttribute("data-scrolls", added.join(" "));
+      } else if (!scrolls && wrap.hasAttribute("data-scrolls")) {
+        wrap.getAttribute("data-scrolls").split(" ").forEach(function (name) { wrap.removeAttribute(name); });
+      }
+    });
+  }
+  keyboardScrollableTables();
+  window.addEventListener("resize", keyboardScrollableTables);
+  document.addEventListener("htmx:afterSettle", keyboardScrollableTables);
+
   // Copy a secret shown once.
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-copy]");
@@ -70,7 +98,8 @@
       link.href = "/audit/entries/" + e.seq + "/";
       link.textContent = "#" + e.seq;
       line.appendChild(link);
-      line.appendChild(document.createTextNode(" " + e.time.slice(11, 19) + " " + e.kind + " " +
+      // the year and the zone, as everywhere on the audit pages (the entry times are UTC)
+      line.appendChild(document.createTextNode(" " + e.time.slice(0, 19).replace("T", " ") + " UTC " + e.kind + " " +
         [e.agent, e.server && e.tool ? e.server + "/" + e.tool : "", e.intent, e.decision, e.reason]
           .filter(Boolean).join(" · ")));
       box.insertBefore(line, box.firstChild);

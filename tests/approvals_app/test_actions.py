@@ -145,3 +145,28 @@ def test_it_normalises_escalation_terms():
     assert actions.escalation_terms(None) == {"type": "single", "required": 1, "reviewers": [], "timeout_seconds": 300}
     terms = actions.escalation_terms({"type": "quorum", "required": 3, "reviewers": ["role:a"], "timeout_seconds": 60})
     assert terms == {"type": "quorum", "required": 3, "reviewers": ["role:a"], "timeout_seconds": 60}
+
+
+def test_it_keeps_what_the_reviewer_sees_and_audits_the_record_read_without_its_content():
+    ctx = call(arguments={"customer_id": "cus_1003", "amount": 80, "currency": "EUR", "card_number": "4111"})
+    ctx.review_records = {"customer": {"uri": "customers://cus_1003", "sha256": "ab" * 32,
+                                       "shown": {"name": "Alan Turing", "plan": "starter"}}}
+    approval, _ = actions.request_approval(ctx)
+    items = {f["name"]: f for f in Approval.objects.get(pk=approval.pk).review_items}
+    assert items["amount"]["text"] == "80.00 EUR"
+    assert (items["customer"]["record_name"], items["customer"]["record_details"]) == ("Alan Turing", {"plan": "starter"})
+    requested = next(e for e in approval_entries(approval.pk) if e["event"] == "requested")
+    assert requested["records_read"] == {"customer": {"uri": "customers://cus_1003", "sha256": "ab" * 32}}
+    assert "Alan Turing" not in str(requested)
+    # the REST answer, websocket and webhook carry the fields, never the record read for them
+    assert actions.as_json(approval)["review"] == [
+        {"name": "amount", "label": "Amount", "value": 80, "text": "80.00 EUR"},
+        {"name": "customer", "label": "Customer", "value": "cus_1003", "text": "cus_1003"}]
+
+
+def test_a_record_that_could_not_be_read_is_shown_as_such():
+    ctx = call()
+    ctx.review_records = {"customer": {"uri": "customers://c-42", "error": "no answer in time"}}
+    approval, _ = actions.request_approval(ctx)
+    customer = next(f for f in approval.review_items if f["name"] == "customer")
+    assert (customer["text"], customer["record"], customer["record_error"]) == ("c-42", None, "no answer in time")

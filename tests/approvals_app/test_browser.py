@@ -233,6 +233,13 @@ RECORD_ALERTS = """
 """
 
 
+# The elements that reach past the right edge of the screen: what makes a page scroll sideways.
+WIDER_THAN_SCREEN = """
+() => [...document.querySelectorAll("body *")]
+  .filter(e => e.getBoundingClientRect().right > innerWidth + 1)
+  .map(e => e.outerHTML.slice(0, 80))
+"""
+
 # Every link, button and disclosure on the page (the header's menu included) that is shown and
 # less than 44 px tall: what a thumb misses.
 SMALL_TARGETS = """
@@ -280,9 +287,24 @@ def held_approval(agent: AgentCall, timeout: float = 30) -> Any:
     return approval
 
 
+def earlier_refund_denied(world: dict[str, Any], arguments: dict[str, Any]) -> None:
+    """A refund the agent asked for before, which dave denied: one of its recent calls."""
+    from django.contrib.auth.models import User
+
+    from approvals_app import actions
+
+    agent = AgentCall(world["url"], world["key"], arguments)
+    agent.start()
+    approval = held_approval(agent)
+    actions.decide(approval.pk, acting_user=User.objects.get(username="dave"), approve=False, comment="Not eligible")
+    agent.join(30)
+    assert agent.result is not None and agent.result.is_error
+
+
 def test_it_tells_a_lead_on_the_overview_and_lets_her_decide_on_a_laptop_and_a_phone(world):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    arguments = {"customer_id": "cus_1003", "amount": 80, "reason": "Charged twice"}
+    earlier_refund_denied(world, {"customer_id": "cus_1002", "amount": 25, "reason": "Late delivery"})
+    arguments = {"customer_id": "cus_1003", "amount": 80, "currency": "EUR", "reason": "Charged twice"}
     with chromium() as browser:
         page = lead_page(browser, world, "carol", "/")
         page.context.grant_permissions(["notifications"], origin=world["base"])
@@ -314,19 +336,31 @@ def test_it_tells_a_lead_on_the_overview_and_lets_her_decide_on_a_laptop_and_a_p
         # a phone: the queue as cards and the approval page, neither scrolls sideways
         phone = lead_page(browser, world, "carol", "/approvals/", PHONE)
         phone.wait_for_selector(f"#approval-{approval.pk}")
-        assert phone.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
+        card = phone.inner_text(f"#approval-{approval.pk}")
+        assert "80.00 EUR" in card and "Alan Turing" in card, (card, approval.review)
+        assert phone.evaluate(WIDER_THAN_SCREEN) == []
         assert phone.evaluate(SMALL_TARGETS) == []
         phone.screenshot(path=str(ARTIFACTS / "live-2-phone-queue.png"))
         phone.goto(f"{world['base']}/approvals/{approval.pk}/")
-        assert phone.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
+        assert phone.evaluate(WIDER_THAN_SCREEN) == []
         for button in ("#approve-button", "#deny-button"):
             assert phone.locator(button).bounding_box()["height"] >= 44
         assert phone.evaluate(SMALL_TARGETS) == []
         phone.screenshot(path=str(ARTIFACTS / "live-3-phone-approval.png"), full_page=True)
 
-        # from the badge to the approval, and approved with a comment in one click
+        # from the badge to the approval: what is asked, above the fold, and approved with a
+        # comment in one click
         page.click("[data-pending-badge]")
         page.wait_for_url(f"{world['base']}/approvals/{approval.pk}/")
+        assert page.inner_text(".review-amount dd strong") == "80.00 EUR"
+        assert "Alan Turing" in page.inner_text(".review-customer dd")  # read from customers://cus_1003
+        assert "cus_1003" in page.inner_text(".review-customer dd")
+        recent = page.inner_text("#recent-calls")
+        assert "25.00 USD" in recent and "cus_1002" in recent and "denied by a reviewer" in recent, recent
+        for shown in (".review-amount dd strong", ".review-customer dd", "#recent-calls", "#approval-rule"):
+            box = page.locator(shown).bounding_box()
+            assert box["y"] + box["height"] <= LAPTOP["height"], f"{shown} is below the fold"
+        assert page.inner_text("#approval-rule") == approval.rules[0]
         for button in ("#approve-button", "#deny-button"):
             box = page.locator(button).bounding_box()
             assert box["y"] + box["height"] <= LAPTOP["height"], f"{button} is below the fold"

@@ -271,6 +271,30 @@ def test_it_speaks_slack_when_asked(people, receiver, quiet, settings, in_proces
     assert "support-agent" in payload["text"] and payload["blocks"][0]["type"] == "section"
 
 
+def test_it_tells_the_admins_of_a_new_held_tool_by_email_and_webhook(people, receiver, settings, in_process):
+    settings.INTENDED_PUBLIC_URL = "https://gateway.example.com"
+    tasks.notify_new_tool.apply(args=["customer-ops", "wipe", "held", "new tool on a server that holds new tools"])
+    [message] = mail.outbox
+    assert message.to == ["root@example.com"]  # the admins, not the reviewers
+    assert message.subject == "New tool customer-ops/wipe held for review: new tool on a server that holds new tools"
+    assert "https://gateway.example.com/servers/customer-ops/tools/wipe/" in message.body
+    [request] = delivered(receiver).requests
+    assert request["status"] == 200  # signed: the reference library verified it
+    assert json.loads(request["body"]) == {
+        "event": "tool.new", "url": "https://gateway.example.com/servers/customer-ops/tools/wipe/",
+        "tool": {"server": "customer-ops", "name": "wipe", "status": "held",
+                 "reason": "new tool on a server that holds new tools"}}
+
+
+def test_it_retries_a_new_tool_webhook_with_the_same_message_id(people, receiver, settings, in_process):
+    receiver.statuses = [503]
+    tasks.notify_new_tool.apply(args=["customer-ops", "export_all", "admitted", ""])
+    receiver.wait_for(2)
+    statuses = [r["status"] for r in delivered(receiver).requests]
+    assert statuses == [503, 200]
+    assert len({r["headers"]["webhook-id"] for r in receiver.requests}) == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_it_reminds_once_before_expiry(people, receiver, quiet, in_process):
     approval, _ = actions.request_approval(call())

@@ -143,3 +143,17 @@ def test_it_does_not_count_or_reopen_a_quorum_approval_the_reviewer_voted_on(peo
     assert "your vote to approve is counted" in response.content.decode()
     assert actions.decidable_pending(people["carol"]) == []
     assert actions.decidable_pending(people["dave"]) == [approval]
+
+
+def test_the_record_read_for_the_reviewer_is_for_those_who_decide(people):
+    ctx = call(arguments={"customer_id": "cus_1003", "amount": 80})
+    ctx.review_records = {"customer": {"uri": "customers://cus_1003", "sha256": "ab" * 32,
+                                       "shown": {"name": "Alan Turing", "balance": 0.0}}}
+    approval, _ = actions.request_approval(ctx)
+    for who in ("carol", "root"):
+        page = signed_in(people[who]).get(f"/approvals/{approval.pk}/").content.decode()
+        assert "Alan Turing" in page and "80.00 USD" in page, who
+    for where in (f"/approvals/{approval.pk}/", "/approvals/", "/approvals/?fragment=rows"):
+        owner = signed_in(people["alice"]).get(where)  # owns the agent: sees the approval, not the record
+        assert owner.status_code == 200 and "Alan Turing" not in owner.content.decode(), where
+    assert "80.00 USD" in signed_in(people["alice"]).get(f"/approvals/{approval.pk}/").content.decode()

@@ -137,7 +137,7 @@ def test_it_exports_jsonl_csv_and_ocsf(auditor: Client) -> None:
     table = auditor.get("/api/audit/export/", {"format": "csv", "intent": "financial.refund.*"})
     parsed = list(csv.DictReader(io.StringIO(b"".join(table.streaming_content).decode())))
     assert parsed and {r["intent"] for r in parsed} == {"financial.refund.process"}
-    assert json.loads(parsed[0]["risk"])["score"] == 40
+    assert parsed[0]["risk_score"] == "40" and parsed[0]["risk_factors"] == "amount"
     ocsf = auditor.get("/api/audit/export/", {"format": "ocsf", "decision": "deny"})
     event = json.loads(b"".join(ocsf.streaming_content).decode().splitlines()[0])
     assert (event["class_uid"], event["category_uid"], event["type_uid"]) == (6003, 6, 600399)

@@ -86,3 +86,33 @@ def record_call(agent: str, tool: str, intent: str, decision: str, reason: str =
     if decision != "deny" and latency is not None:
         drafts.append(outcome_record(ctx, status="ok", latency_ms=latency))
     append_entries([encode_draft(d) for d in drafts])
+
+
+def record_held_refund() -> tuple[str, int]:
+    """A refund held for a lead, approved by carol, then run: the decision, approval and outcome
+    entries of one call_id and the approval itself, then another call. (call_id, approval id)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from approvals_app.models import Approval
+    from audit_app.actions import append_entries, encode_draft, record_approval
+    from audit_app.models import AuditEntry
+
+    record_call("support-agent", "process_refund", "financial.refund.process", "escalate", "Refunds need a lead",
+                latency=None)
+    decision = AuditEntry.objects.filter(kind="decision", agent="support-agent").latest("seq")
+    approval = Approval.objects.create(call_id=decision.call_id, agent="support-agent", server="customer-ops",
+                                       tool="process_refund", args_sha256="0" * 64, status="approved",
+                                       reviewers=["role:support-lead"],
+                                       arguments={"customer_id": "c-42", "amount": 120, "currency": "eur"},
+                                       expires_at=timezone.now() + timedelta(minutes=5), decided_by="carol")
+    record_approval(call_id=decision.call_id, agent="support-agent", server="customer-ops", tool="process_refund",
+                    intent="financial.refund.process", actor="carol",
+                    approval={"id": approval.pk, "status": "approved", "decided_by": "carol", "comment": "ok"})
+    append_entries([encode_draft({"kind": "outcome", "call_id": decision.call_id, "agent": "support-agent",
+                                  "server": "customer-ops", "tool": "process_refund",
+                                  "intent": "financial.refund.process",
+                                  "outcome": {"status": "ok", "latency_ms": 31.5}})])
+    record_call("lookup-agent", "get_customer", "data.customer.read", "allow")  # another call
+    return decision.call_id, approval.pk

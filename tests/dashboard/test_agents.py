@@ -57,6 +57,32 @@ def test_it_revokes_a_key(admin_client):
     assert b"revoked" in admin_client.get("/agents/bot/").content
 
 
+def test_it_asks_before_revoking_a_key_and_shows_who_revoked_it_when(admin_client):
+    agent = actions.save_agent(acting_user="test", name="bot")
+    key, _ = actions.issue_key(acting_user="test", agent=agent, label="prod bot")
+    page = admin_client.get("/agents/bot/").content.decode()
+    assert f'href="/agents/bot/keys/{key.prefix}/revoke/"' in page  # a link to the question, no form that revokes
+    assert f'action="/agents/bot/keys/{key.prefix}/revoke/"' not in page
+    question = admin_client.get(f"/agents/bot/keys/{key.prefix}/revoke/")
+    assert question.status_code == 200
+    assert b"prod bot" in question.content and b"cannot be undone" in question.content
+    key.refresh_from_db()
+    assert key.revoked_at is None  # asking revokes nothing
+    done = admin_client.post(f"/agents/bot/keys/{key.prefix}/revoke/")
+    assert (done.status_code, done["Location"]) == (302, "/agents/bot/")
+    key.refresh_from_db()
+    assert key.revoked_by == "alice" and key.revoked_at is not None
+    listed = admin_client.get("/agents/bot/").content.decode()
+    assert "by alice, " in listed and key.revoked_at.strftime("%Y-%m-%d") in listed
+    again = admin_client.post(f"/agents/bot/keys/{key.prefix}/revoke/", follow=True)
+    assert b"already revoked by alice" in again.content
+    from audit_app.models import AuditEntry
+    from audit_app.queries import entry_body
+
+    revoked = [b for b in map(entry_body, AuditEntry.objects.filter(kind="admin")) if b.get("action") == "key.revoked"]
+    assert [(b["actor"], b["details"]["prefix"]) for b in revoked] == [("alice", key.prefix)]
+
+
 def test_it_disables_and_enables_an_agent(admin_client):
     actions.save_agent(acting_user="test", name="bot")
     admin_client.post("/agents/bot/toggle/")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from audit_app.actions import seal
-from tests.dashboard.conftest import record_call
+from tests.dashboard.conftest import record_call, record_held_refund
 
 
 @pytest.fixture
@@ -163,3 +163,110 @@ def test_the_export_links_keep_the_time_range(auditor_client, trail):
     assert href.encode() in response.content
     tomorrow = auditor_client.get("/audit/export/", {"format": "jsonl", "start": "2999-01-01"})
     assert b"".join(tomorrow.streaming_content) == b""  # the range reaches the export
+
+
+# The entry page (issue 14): the call's timeline, the approval, readable JSON, verify, chain time.
+
+@pytest.fixture
+def held_call(db):
+    return record_held_refund()
+
+
+def call_seqs(call_id: str) -> list[int]:
+    from audit_app.models import AuditEntry
+
+    return list(AuditEntry.objects.filter(call_id=call_id).order_by("seq").values_list("seq", flat=True))
+
+
+def test_the_entry_page_links_the_calls_entries_in_order_and_its_approval(admin_client, auditor_client, held_call):
+    call_id, approval_id = held_call
+    decision, approval, outcome = call_seqs(call_id)
+    html = auditor_client.get(f"/audit/entries/{approval}/").content.decode()
+    timeline = html[html.index('data-testid="call-timeline"'):html.index("</ol>", html.index("call-timeline"))]
+    assert re.findall(r'#(\d+) (\w+)', timeline) == [(str(decision), "decision"), (str(approval), "approval"),
+                                                     (str(outcome), "outcome")]
+    assert f'href="/audit/entries/{decision}/"' in timeline and f'href="/audit/entries/{outcome}/"' in timeline
+    assert f'href="/audit/entries/{approval}/"' not in timeline  # the entry itself is not a link
+    assert "policy decided escalate" in timeline and "approval approved by carol" in timeline
+    assert "outcome ok in 31.5 ms" in timeline
+    assert timeline.count(" UTC</time>") == 3  # each step with its time, year and zone
+    # an auditor who is no reviewer of it is told which approval, not sent to a page that 404s
+    assert f'href="/approvals/{approval_id}/"' not in html and f"Held for approval #{approval_id}." in html
+    decision_page = admin_client.get(f"/audit/entries/{decision}/").content.decode()
+    assert f'href="/approvals/{approval_id}/"' in decision_page  # found from the call, not the entry
+    assert admin_client.get(f"/approvals/{approval_id}/").status_code == 200
+
+
+def test_entry_data_is_indented_json_not_a_python_repr(auditor_client, held_call):
+    call_id, _ = held_call
+    html = auditor_client.get(f"/audit/entries/{call_seqs(call_id)[1]}/").content.decode()
+    assert "&quot;decided_by&quot;: &quot;carol&quot;" in html  # JSON's double quotes, indented
+    assert "&#x27;decided_by&#x27;" not in html and "{&#x27;" not in html  # no Python dict repr
+    block = re.search(r'<pre class="json">(\{.*?\})</pre>', html, re.S).group(1)
+    assert json.loads(block.replace("&quot;", '"'))["status"] == "approved"
+
+
+def test_verify_without_scripts_asks_the_server_and_says_the_result(auditor_client, held_call):
+    call_id, _ = held_call
+    seq = call_seqs(call_id)[0]
+    seal()
+    html = auditor_client.get(f"/audit/entries/{seq}/", {"verify": "1"}).content.decode()
+    assert "Verified: this entry is in the signed audit trail, unchanged." in html
+    assert "Checked by the server with audit_app" in html
+    assert "hash to its leaf hash" in html and "a published key" in html and "leads from the leaf" in html
+
+
+def test_verify_says_when_an_entry_was_changed(auditor_client, held_call):
+    from audit_app.models import AuditEntry
+
+    call_id, _ = held_call
+    seq = call_seqs(call_id)[0]
+    seal()
+    entry = AuditEntry.objects.get(seq=seq)
+    AuditEntry.objects.filter(seq=seq).update(canonical=bytes(entry.canonical).replace(b"escalate", b"allow"))
+    html = auditor_client.get(f"/audit/entries/{seq}/", {"verify": "1"}).content.decode()
+    assert "Not verified." in html and "the entry was changed" in html
+
+
+def test_the_chain_status_says_when_it_was_last_checked(auditor_client, trail):
+    from audit_app.models import Checkpoint
+
+    assert "Not checked yet" in auditor_client.get("/audit/").content.decode()
+    seal()
+    signed = Checkpoint.objects.order_by("-size").first().signed_at
+    html = auditor_client.get("/audit/checkpoints/").content.decode()
+    assert f'Last checked by the sealer <time datetime="{signed.astimezone(UTC).isoformat().replace("+00:00", "Z")}">' \
+           f'{signed.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC</time>' in html
+
+
+def test_the_auditor_chooses_the_time_zone_of_the_pages(auditor_client, trail):
+    from zoneinfo import ZoneInfo
+
+    from audit_app.models import AuditEntry
+
+    entry = AuditEntry.objects.get(agent="lookup-agent", kind="decision")
+    back = auditor_client.post("/time-zone/", {"zone": "Asia/Kolkata", "next": "/audit/?agent=lookup-agent"})
+    assert back.status_code == 302 and back["Location"] == "/audit/?agent=lookup-agent"
+    html = auditor_client.get("/audit/").content.decode()
+    assert "Time (Asia/Kolkata)" in html
+    assert f'{entry.time.astimezone(ZoneInfo("Asia/Kolkata")):%Y-%m-%d %H:%M:%S} UTC+05:30</time>' in html
+    assert f"/audit/entries/{entry.seq}/" in html
+    entry_page = auditor_client.get(f"/audit/entries/{entry.seq}/").content.decode()
+    assert "UTC+05:30</time>" in entry_page and '<option selected>Asia/Kolkata</option>' in entry_page
+    auditor_client.post("/time-zone/", {"zone": "browser", "next": "/audit/"})
+    html = auditor_client.get("/audit/").content.decode()
+    assert 'data-moment="browser"' in html and "Time (your browser&#x27;s time zone)" in html
+    assert auditor_client.post("/time-zone/", {"zone": "Mars/Olympus", "next": "/"}).status_code == 400
+    away = auditor_client.post("/time-zone/", {"zone": "UTC", "next": "https://evil.example/"})
+    assert away["Location"] == "/"
+
+
+def test_the_dashboards_csv_runs_newest_first_with_a_column_per_argument(auditor_client, held_call):
+    import csv
+    import io
+
+    response = auditor_client.get("/audit/export/", {"format": "csv", "agent": "support-agent"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    call_id, _ = held_call
+    assert [int(r["seq"]) for r in rows] == call_seqs(call_id)[::-1]
+    assert [r["decided_by"] for r in rows] == ["", "carol", ""]

@@ -135,6 +135,7 @@ def test_it_shows_a_policy_error_at_its_line_and_simulates_the_fixed_policy(tran
 
         page.get_by_label("Configuration (YAML)").fill(BROKEN_POLICY.replace("escalated", "escalate"))
         page.get_by_test_id("problems").get_by_text("No problems found").wait_for()
+        page.get_by_label("What changed and why").fill("Refunds by refund-bot wait for a person")
         page.get_by_role("button", name="Save and apply").click()
         page.get_by_text("Configuration applied").wait_for()
 
@@ -166,6 +167,7 @@ def test_it_lets_an_auditor_filter_export_and_verify_a_bundle(transactional_db, 
         page.get_by_label("Agent").fill("support-agent")
         page.get_by_label("Intent").fill("financial.refund.*")
         page.get_by_role("button", name="Search").click()
+        page.wait_for_url("**/audit/?*agent=support-agent*")  # the results page, not the one before
         rows = page.get_by_test_id("audit-results").locator("tbody tr")
         assert rows.count() == 2  # the refund's decision and its outcome
         assert all("support-agent" in row and "process_refund" in row for row in rows.all_inner_texts())

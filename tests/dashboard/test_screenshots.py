@@ -62,7 +62,7 @@ def agent_calls(url: str, keys: dict[str, str]) -> None:
         pool.submit(anyio.run, run).result(timeout=120)
 
 
-def escalated_refund(url: str, key: str):
+def escalated_refund(url: str, key: str, arguments: dict):
     """A support agent's refund, held for a support lead: runs until someone decides it."""
     import anyio
     from mcp import Client
@@ -72,7 +72,7 @@ def escalated_refund(url: str, key: str):
     async def run() -> None:
         http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
         async with Client(streamable_http_client(url, http_client=http)) as client:
-            await client.call_tool("process_refund", {"customer_id": "cus_1002", "amount": 250, "reason": "damaged"})
+            await client.call_tool("process_refund", arguments)
 
     pool = ThreadPoolExecutor(1)
     return pool, pool.submit(anyio.run, run)
@@ -114,16 +114,25 @@ def test_it_renders_every_page(transactional_db, tmp_path):
                 for a in Agent.objects.all()}
         agent_calls(f"{base}/mcp/customer-ops", keys)
         hold_a_changed_tool()
-        pool, held_call = escalated_refund(f"{base}/mcp/customer-ops", keys["support-agent"])
+        from django.contrib.auth.models import User
+
+        from approvals_app.actions import decide
+
+        # an earlier refund a lead approved: the held one's page lists it among the agent's recent calls
+        pool, earlier = escalated_refund(f"{base}/mcp/customer-ops", keys["support-agent"],
+                                         {"customer_id": "cus_1001", "amount": 40, "reason": "late delivery"})
+        decide(wait_for_pending_approval(), acting_user=User.objects.get(username="carol"), approve=True,
+               comment="Courier confirmed the delay")
+        earlier.result(timeout=60)
+        pool.shutdown()
+        pool, held_call = escalated_refund(f"{base}/mcp/customer-ops", keys["support-agent"],
+                                           {"customer_id": "cus_1002", "amount": 250, "currency": "EUR",
+                                            "reason": "damaged"})
         approval = wait_for_pending_approval()
         seal()
         refund = AuditEntry.objects.filter(kind="decision", tool="process_refund").first()
         with browser() as chromium:
             pages(chromium, base, out, refund.seq, approval)
-        from django.contrib.auth.models import User
-
-        from approvals_app.actions import decide
-
         decide(approval, acting_user=User.objects.get(username="carol"), approve=True, comment="Damaged parcel")
         held_call.result(timeout=60)
         pool.shutdown()
@@ -157,6 +166,7 @@ def pages(chromium, base: str, out: Path, refund_seq: int, approval: int) -> Non
     page.get_by_test_id("problems").get_by_text("Line").first.wait_for()
     shoot("policies-error-at-line")
     shoot("policies", "/policies/")
+    shoot("policies-agent", "/policies/?agent=support-agent")
     shoot("policy-versions", "/policies/versions/")
     shoot("policy-version", "/policies/versions/1/")
     page.goto(base + "/policies/simulate/")
@@ -172,6 +182,7 @@ def pages(chromium, base: str, out: Path, refund_seq: int, approval: int) -> Non
     sign_in_as_reviewer(page, base, "carol")
     shoot("approvals", "/approvals/")
     shoot("approval", f"/approvals/{approval}/")
+    shoot("approval-history", "/approvals/history/")
 
     page.context.clear_cookies()
     sign_in(page, base, "ann")
@@ -192,7 +203,8 @@ def pages(chromium, base: str, out: Path, refund_seq: int, approval: int) -> Non
 
     lead = chromium.new_page(viewport=PHONE, is_mobile=True)
     sign_in_as_reviewer(lead, base, "carol")
-    for name, path in (("phone-approvals", "/approvals/"), ("phone-approval", f"/approvals/{approval}/")):
+    for name, path in (("phone-approvals", "/approvals/"), ("phone-approval", f"/approvals/{approval}/"),
+                       ("phone-approval-history", "/approvals/history/")):
         lead.goto(base + path)
         lead.wait_for_selector("body[data-approvals-live=live]")
         lead.screenshot(path=str(out / f"{name}.png"), full_page=True)

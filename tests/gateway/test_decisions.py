@@ -33,14 +33,14 @@ async def test_it_denies_when_the_decision_cannot_be_audited(monkeypatch: pytest
 
 
 def test_it_words_a_denial_for_the_model_and_details_it_in_meta() -> None:
-    ctx = a_call(decision="deny", reason="Only support agents can process refunds", rules=["policy[2]"],
+    ctx = a_call(decision="deny", reason="Only support agents can process refunds", rules=["refunds-for-support-only"],
                  risk=Risk(score=80, factors=[{"name": "amount"}]))
     result = proxy.denial_result(ctx)
     assert result["isError"] is True
     assert result["content"] == [{"type": "text", "text": "Denied by policy: Only support agents can process refunds"}]
     assert result["_meta"] == {
         "intended/decision": "deny", "intended/reason": "Only support agents can process refunds",
-        "intended/rules": ["policy[2]"], "intended/risk": {"score": 80, "factors": [{"name": "amount"}]},
+        "intended/rules": ["refunds-for-support-only"], "intended/risk": {"score": 80, "factors": [{"name": "amount"}]},
         "intended/call_id": ctx.call_id,
     }
     assert "resultType" not in result

@@ -3,12 +3,15 @@ port; then the official Python SDK client with a printed key, through the gatewa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -141,3 +144,66 @@ async def test_it_audits_the_real_client_address_of_a_local_process(demo, demo_e
         found = (await auditor.get("/api/audit/events/", params={"agent": "lookup-agent", "tool": "get_customer"})).json()
     clients = {entry["client"] for entry in found["results"] if entry["kind"] == "decision"}
     assert clients == {"127.0.0.1"}
+
+
+def _files_mentioning(directory: Path, text: str, pattern: str = "*", seconds: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = [p.read_text() for p in sorted(directory.glob(pattern)) if p.is_file()]
+        if any(text in f for f in found):
+            return [f for f in found if text in f]
+        time.sleep(0.1)
+    return []
+
+
+async def test_it_tells_the_reviewers_of_a_held_refund_by_mail_and_webhook(demo, demo_env):
+    """The demo's reviewers have addresses; its mail goes to files and its webhook to its own
+    receiver, both under the data directory (docs/DEMO.md), as the banner says."""
+    base, keys, output = demo
+    told = Path(demo_env["INTENDED_DATA_DIR"]) / "demo"
+    assert str(told / "mail") in output and f"{base}/_demo/webhook" in output and str(told / "webhooks.jsonl") in output
+    token = subprocess.run([sys.executable, "manage.py", "api_token", "dave"], cwd=ROOT, env=demo_env,
+                           capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    reviewer = httpx.AsyncClient(base_url=base, headers={"Authorization": f"Token {token}"})
+    seen: dict[str, Any] = {}
+
+    async def read_what_reviewers_were_told_then_approve() -> None:
+        while True:
+            pending = (await reviewer.get("/api/approvals/", params={"status": "pending"})).json()
+            pending = pending.get("results", pending) if isinstance(pending, dict) else pending
+            if pending:
+                break
+            await anyio.sleep(0.1)
+        [approval] = pending
+        link = f"{base}/approvals/{approval['id']}/"
+        seen["mail"] = await anyio.to_thread.run_sync(_files_mentioning, told / "mail", link)
+        seen["webhook"] = await anyio.to_thread.run_sync(_files_mentioning, told, f'"id": {approval["id"]}', "webhooks.jsonl")
+        seen["id"] = approval["id"]
+        decided = await reviewer.post(f"/api/approvals/{approval['id']}/approve/", json={"comment": "told in time"})
+        assert decided.status_code == 200
+
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {keys['support-agent']}"})
+    async with reviewer, http, Client(streamable_http_client(f"{base}/mcp/customer-ops", http_client=http)) as client:  # type: ignore[arg-type]
+        await client.list_tools()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_what_reviewers_were_told_then_approve)
+            refund = await client.call_tool("process_refund", {"customer_id": "cus_1003", "amount": 137,
+                                                               "reason": "charged twice for March"})
+        assert not refund.is_error, refund
+
+    [mail] = seen["mail"]
+    headers, _, body = mail.partition("\n\n")
+    assert "carol@example.com" in headers and "dave@example.com" in headers
+    assert "admin@example.com" not in headers and "erin@example.com" not in headers
+    for asked in ("Agent: support-agent", "Tool: customer-ops/process_refund", '"amount": 137',
+                  "charged twice for March", f"Review: {base}/approvals/{seen['id']}/"):
+        assert asked in body, asked
+    deliveries = [json.loads(line) for line in (told / "webhooks.jsonl").read_text().splitlines()]
+    requested = [d for d in deliveries if d["event"] == "approval.requested" and d["payload"]["approval"]["id"] == seen["id"]]
+    assert len(requested) == 1  # verified by the receiver, once
+    assert requested[0]["payload"]["url"] == f"{base}/approvals/{seen['id']}/"
+    assert requested[0]["payload"]["approval"]["arguments"]["amount"] == 137
+    forged = httpx.post(f"{base}/_demo/webhook", json={"event": "approval.requested"},
+                        headers={"webhook-id": "msg_x", "webhook-timestamp": str(int(time.time())),
+                                 "webhook-signature": "v1,bm90IGEgc2lnbmF0dXJl"})
+    assert forged.status_code == 401

@@ -4,6 +4,7 @@
 #   npm: @modelcontextprotocol/conformance, server-everything, the TypeScript SDK,
 #        and a Node 22 runtime (the conformance suite needs fs.globSync).
 # The Python SDK client is the project's own dependency (mcp in pyproject.toml).
+# Also the tests' identity provider (var/idp) and axe-core (var/axe), each by its own script.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DIR="${PEERS_DIR:-$HERE/../../var/peers}"
@@ -15,6 +16,8 @@ WANT="conformance@$CONFORMANCE_VERSION everything@$EVERYTHING_VERSION sdk@$TS_SD
 
 # The tests' identity provider (oidc-provider, in var/idp): its own pinned install.
 bash "$HERE/../support/idp/setup.sh"
+# axe-core, the accessibility engine the browser tests run inside chromium: its own pinned install.
+bash "$HERE/../support/axe/setup.sh"
 mkdir -p "$DIR"
 DIR="$(cd "$DIR" && pwd)"
 if [ "$(cat "$DIR/.installed" 2>/dev/null)" = "$WANT" ]; then

@@ -10,10 +10,16 @@ from rest_framework.test import APIClient
 
 from dashboard.actions import create_user, issue_api_token
 from policies_app import actions
+from policies_app.core.rules import rule_names
+from policies_app.models import PolicyVersion
 
 pytestmark = pytest.mark.django_db
 
 SEED = (Path(__file__).parent / "seed.yaml").read_text()
+
+
+def seed_rule_names() -> list[str]:
+    return rule_names("policy", PolicyVersion.objects.order_by("-number").first().document["policies"])
 
 
 @pytest.fixture
@@ -35,7 +41,7 @@ def test_it_simulates_a_call_for_an_admin(seeded):
     assert response.status_code == 200
     body = response.json()
     assert body["decision"] == "deny"
-    assert body["rules"] == ["policy[1]"]
+    assert body["rules"] == [seed_rule_names()[1]]
     assert body["reasons"] == ["Only support agents can process refunds"]
     assert body["intent"] == "financial.refund.process"
     assert body["risk"]["score"] >= 45
@@ -73,6 +79,11 @@ def test_it_reads_and_writes_policy_versions(seeded):
     live = client.get("/api/policies/").json()
     assert live["policies"] == [{"intent": "*", "decision": "deny"}]
     assert [v["number"] for v in live["versions"]] == [2, 1]
+    assert live["versions"][0]["description"] == live["versions"][0]["comment"] == "lockdown"
+    described = client.post("/api/policies/", {"policies": [{"intent": "*", "decision": "allow"}],
+                                               "description": "lockdown over"}, format="json")
+    assert described.status_code == 201
+    assert client.get("/api/policies/").json()["versions"][0]["description"] == "lockdown over"
 
 
 def test_it_prints_a_simulation(seeded, capsys):
@@ -80,7 +91,7 @@ def test_it_prints_a_simulation(seeded, capsys):
                  "--args", '{"to": ["a@x.com"]}')
     out = capsys.readouterr().out
     assert "decision: allow" in out
-    assert "rules: policy[2]" in out
+    assert f"rules: {seed_rule_names()[2]}" in out
 
 
 CASES = """

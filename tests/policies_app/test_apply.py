@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from django.core.management import call_command
 
 from policies_app import actions
 from policies_app.config import ConfigError
+from policies_app.core.rules import rule_names
 from policies_app.models import Agent, ConfigStamp, PolicyVersion, Server
 from policies_app.snapshots import build_snapshot
 
@@ -33,7 +35,7 @@ def test_it_applies_the_seed_config():
     plan = apply(SEED)
     assert plan.applied
     assert "+ server customer-ops (http://127.0.0.1:9000/mcp)" in str(plan)
-    assert "+ policy policy[1] financial.refund.process -> deny" in str(plan)
+    assert re.search(r"^\+ policy deny:financial\.refund\.process#[0-9a-f]{6}$", str(plan), re.MULTILINE)
     server = Server.objects.get(name="customer-ops")
     assert server.credential() == "s3cret"
     assert "s3cret" not in server.credential_encrypted
@@ -45,7 +47,8 @@ def test_it_applies_the_seed_config():
     assert (version.number, version.author) == (1, "tester")
     snap = build_snapshot()
     assert snap.policy.version == 1
-    assert [r.id for r in snap.policy.rules] == ["policy[0]", "policy[1]", "policy[2]", "policy[3]"]
+    assert [r.id for r in snap.policy.rules] == rule_names("policy", version.document["policies"])
+    assert all(re.fullmatch(r"(allow|deny|escalate):[a-z.]+#[0-9a-f]{6}", r.id) for r in snap.policy.rules)
 
 
 def test_it_changes_nothing_the_second_time():
@@ -97,7 +100,7 @@ def test_it_plans_and_applies_changes_and_removals():
     assert "- agent lookup-agent" in text
     assert "~ reviewers support-lead (+erin -dave)" in text
     assert "~ tool_intent customer-ops/process_refund (financial.refund.process -> financial.refund.issue)" in text
-    assert "+ velocity_rule velocity[0] data.customer.read -> 120/60s" in text
+    assert re.search(r"^\+ velocity_rule velocity:data\.customer\.read#[0-9a-f]{6} -> 120/60s$", text, re.MULTILINE)
     assert not Agent.objects.filter(name="lookup-agent").exists()
     assert sorted(Group.objects.get(name="support-lead").user_set.values_list("username", flat=True)) == ["carol", "erin"]
     assert live_version().number == 2
@@ -116,7 +119,7 @@ def test_it_leaves_sections_the_file_does_not_mention():
     plan = apply("policies:\n  - {intent: '*', decision: deny, reason: lockdown}\n")
     assert Agent.objects.count() == 3
     assert live_version().document["velocity_rules"][0]["max_calls"] == 100
-    assert "- policy policy[3] data.customer.read -> allow" in str(plan)
+    assert re.search(r"^- policy allow:data\.customer\.read#[0-9a-f]{6}$", str(plan), re.MULTILINE)
 
 
 def test_it_audits_the_apply():
@@ -140,6 +143,17 @@ def test_it_prints_the_plan_from_the_command(tmp_path, capsys, monkeypatch):
     call_command("export", "--out", str(tmp_path / "export.yaml"))
     call_command("apply", str(tmp_path / "export.yaml"))
     assert capsys.readouterr().out.strip() == "no changes"
+
+
+def test_it_keeps_the_commands_message_with_the_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUSTOMER_OPS_TOKEN", "s3cret")
+    path = tmp_path / "config.yaml"
+    path.write_text(SEED)
+    call_command("apply", str(path))
+    assert live_version().description == "apply"  # what every version said before --message
+    path.write_text(SEED.replace("window: 60s", "window: 120s"))
+    call_command("apply", str(path), "-m", "Slower enumeration alarm (OPS-9)")
+    assert (live_version().number, live_version().description) == (2, "Slower enumeration alarm (OPS-9)")
 
 
 def test_it_refuses_an_invalid_file_from_the_command(tmp_path, monkeypatch):

@@ -152,7 +152,8 @@ def test_it_decides_every_encoding_of_the_arguments_as_its_plain_form(tmp_path):
     # eleven recipients are denied however they are encoded, with the plain form's risk
     plain = out["eleven plain"]
     assert plain.is_error
-    assert text_of(plain) == "Denied by policy: no policy allows comms.email.send for support-agent"
+    assert text_of(plain) == ("Denied by policy: no policy allows comms.email.send for support-agent: "
+                              "mail-up-to-ten does not apply: recipients is 11, over max_recipients: 10")
     for name in ("json", "escaped", "split"):
         assert out[f"eleven {name}"].is_error, name
         assert text_of(out[f"eleven {name}"]) == text_of(plain), name

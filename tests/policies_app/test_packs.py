@@ -139,3 +139,63 @@ def test_it_redacts_and_hashes_argument_fields():
 def test_it_refuses_an_unknown_pack():
     with pytest.raises(KeyError, match="unknown domain pack"):
         packs.load("no-such-pack")
+
+
+@pytest.mark.parametrize(
+    "arguments, shown",
+    [
+        ({"customer_id": "cus_1001", "amount": 1250, "currency": "eur", "reason": "twice"},
+         [("amount", "1,250.00 EUR"), ("customer", "cus_1001"), ("reason", "twice")]),
+        ({"customer_id": "cus_1001", "amount": "19.9"}, [("amount", "19.90 USD"), ("customer", "cus_1001")]),
+        ({"refund_amount": 5}, [("amount", "5.00 USD")]),  # the pack's default currency
+        ({"amount": 5, "currency": "euro"}, [("amount", '5.00 (currency "euro")')]),  # shown, never replaced
+        ({"amount": 0.004, "currency": "EUR"}, [("amount", "0.004 EUR")]),  # exact, not rounded away
+        ({"amount": "12345678901234567890.12"}, [("amount", "12,345,678,901,234,567,890.12 USD")]),
+        # the largest amount, as the policy and the risk read it, not the first argument
+        ({"amount": 1, "refund_amount": 5000}, [("amount", "5,000.00 USD")]),
+        ({"customer_id": "cus_1", "customer": "cus_2", "amount": 1},
+         [("amount", "1.00 USD"), ("customer", "cus_1 / cus_2 (the call names more than one)")]),
+        ({}, []),
+    ],
+)
+def test_it_names_what_a_reviewer_sees_first(arguments, shown):
+    fields = packs.review_fields("saas-ops", "financial.refund.process", arguments)
+    assert [(f["name"], f["text"]) for f in fields] == shown
+    assert packs.review_fields("saas-ops", "mcp.other.tool", arguments) == []
+
+
+@pytest.mark.parametrize(
+    "customer, reads",
+    [
+        ("cus_1001", [("customer", "customers://cus_1001")]),
+        ("../../etc/passwd", []),  # a value with URI syntax reads nothing
+        ("a/b", []),
+        (42, []),
+    ],
+)
+def test_it_reads_a_record_only_for_a_plain_id(customer, reads):
+    found = packs.review_records("saas-ops", "financial.refund.process", {"customer_id": customer, "amount": 1})
+    assert [(name, uri) for name, uri, _ in found] == reads
+
+
+def test_it_shows_only_the_named_keys_of_a_json_record():
+    def answer(text: str, uri: str = "customers://c1") -> dict:
+        return {"contents": [{"uri": uri, "text": text}]}
+
+    record = '{"name": "Ada", "plan": "pro", "ssn": "x", "tags": [1]}'
+    assert packs.record_view(answer(record), "customers://c1", ("name", "plan", "tags")) == {"name": "Ada", "plan": "pro"}
+    assert packs.record_view(answer(record, "customers://c2"), "customers://c1", ("name",)) is None  # not what was asked
+    assert packs.record_view(answer("not json"), "customers://c1", ("name",)) is None
+    assert packs.record_view({"contents": []}, "customers://c1", ("name",)) is None
+    # what a server puts in its record cannot break the page or the database: no NUL, no
+    # control or bidi characters, no NaN, no novel-length names
+    hostile = '{"name": "A\\u0000d\\u202ea\\u0007", "balance": NaN, "plan": "' + "p" * 5000 + '"}'
+    shown = packs.record_view(answer(hostile), "customers://c1", ("name", "balance", "plan"))
+    assert shown == {"name": "Ada", "plan": "p" * packs.SHOWN_TEXT_LIMIT}
+
+
+def test_every_recipient_is_shown_to_the_reviewer():
+    fields = packs.review_fields("saas-ops", "comms.email.send",
+                                 {"to": ["a@x.com"], "cc": "b@x.com", "bcc": [f"{i}@x.com" for i in range(12)]})
+    assert fields[0]["text"].endswith("and 4 more (14 in all)")
+    assert fields[0]["text"].startswith("a@x.com, b@x.com, 0@x.com")

@@ -8,6 +8,7 @@ from policies_app.core import rules
 from tests.policies_app.personas import ANALYTICS, LOOKUP, PLAIN, SEED_POLICY, SUPPORT, call
 
 SEED = rules.compile(SEED_POLICY, version=7)
+NAMES = rules.rule_names("policy", SEED_POLICY["policies"])  # the seed's rules carry no names
 
 
 def addresses(n: int) -> list[str]:
@@ -19,15 +20,23 @@ def addresses(n: int) -> list[str]:
     [
         (ANALYTICS, "process_refund", {"amount": 5}, 0, "deny", "Only support agents can process refunds"),
         (LOOKUP, "process_refund", {"amount": 5}, 0, "deny", "Only support agents can process refunds"),
-        (SUPPORT, "process_refund", {"amount": 5}, 0, "escalate", "financial.refund.process needs human approval (policy[0])"),
+        (SUPPORT, "process_refund", {"amount": 5}, 0, "escalate", f"financial.refund.process needs human approval ({NAMES[0]})"),
         (LOOKUP, "send_email", {"to": "a@example.com"}, 0, "deny", "no policy allows comms.email.send for lookup-agent"),
-        (SUPPORT, "send_email", {"to": addresses(10)}, 0, "allow", "Allowed by policy[2]"),
-        (SUPPORT, "send_email", {"to": addresses(11)}, 0, "deny", "no policy allows comms.email.send for support-agent"),
-        (SUPPORT, "send_email", {"to": addresses(6), "cc": addresses(5)}, 0, "deny", "no policy allows comms.email.send for support-agent"),
-        (SUPPORT, "send_email", {"to": addresses(1)}, 70, "deny", "no policy allows comms.email.send for support-agent"),
-        (SUPPORT, "send_email", {"to": addresses(1)}, 69, "allow", "Allowed by policy[2]"),
-        (SUPPORT, "send_email", {"subject": "no recipients"}, 0, "deny", "no policy allows comms.email.send for support-agent"),
-        (ANALYTICS, "get_customer", {"id": 1}, 0, "allow", "Allowed by policy[3]"),
+        (SUPPORT, "send_email", {"to": addresses(10)}, 0, "allow", f"Allowed by {NAMES[2]}"),
+        (SUPPORT, "send_email", {"to": addresses(11)}, 0, "deny",
+         f"no policy allows comms.email.send for support-agent: {NAMES[2]} does not apply: "
+         "recipients is 11, over max_recipients: 10"),
+        (SUPPORT, "send_email", {"to": addresses(6), "cc": addresses(5)}, 0, "deny",
+         f"no policy allows comms.email.send for support-agent: {NAMES[2]} does not apply: "
+         "recipients is 11, over max_recipients: 10"),
+        (SUPPORT, "send_email", {"to": addresses(1)}, 70, "deny",
+         f"no policy allows comms.email.send for support-agent: {NAMES[2]} does not apply: "
+         "`risk.score < 70` is false for this call"),
+        (SUPPORT, "send_email", {"to": addresses(1)}, 69, "allow", f"Allowed by {NAMES[2]}"),
+        (SUPPORT, "send_email", {"subject": "no recipients"}, 0, "deny",
+         f"no policy allows comms.email.send for support-agent: {NAMES[2]} does not apply: "
+         "recipients is missing or not a number (max_recipients: 10)"),
+        (ANALYTICS, "get_customer", {"id": 1}, 0, "allow", f"Allowed by {NAMES[3]}"),
         (ANALYTICS, "mystery", {}, 0, "deny", "no policy allows mcp.customer-ops.mystery for analytics-agent"),
     ],
 )
@@ -41,7 +50,7 @@ def test_it_decides_the_seed_scenario(agent, tool, arguments, risk, decision, re
 def test_it_hands_the_escalation_to_the_approvals():
     ctx = call(SUPPORT, "process_refund", {"amount": 5})
     SEED.decide(ctx)
-    assert ctx.rules == ["policy[0]"]
+    assert ctx.rules == [NAMES[0]]
     assert ctx.escalation == {"type": "single", "reviewers": ["role:support-lead"], "required": 1, "timeout_seconds": 300}
 
 
@@ -87,8 +96,8 @@ def test_it_lets_the_most_restrictive_rule_win(decisions, winner):
     ctx = call(SUPPORT, "t", intent="x.y", server=PLAIN)
     index.decide(ctx)
     assert ctx.decision == winner
-    expected = [f"policy[{i}]" for i, d in enumerate(decisions) if d == winner]
-    assert ctx.rules == expected
+    names = rules.rule_names("policy", [{"intent": "x.y", "decision": d} for d in decisions])
+    assert ctx.rules == [name for name, d in zip(names, decisions, strict=True) if d == winner]
 
 
 def test_it_joins_the_reasons_of_every_deciding_rule():
@@ -99,7 +108,7 @@ def test_it_joins_the_reasons_of_every_deciding_rule():
     ctx = call(SUPPORT, "t", intent="x.y", server=PLAIN)
     index.decide(ctx)
     assert ctx.reason == "first; second"
-    assert ctx.rules == ["policy[0]", "named-rule"]
+    assert ctx.rules == [rules.derived_name("policy", {"intent": "x.*", "decision": "deny"}), "named-rule"]
 
 
 @pytest.mark.parametrize(
@@ -185,8 +194,9 @@ def test_it_denies_when_a_cel_expression_errors(when):
                intent="x.y", server=PLAIN)
     index.decide(ctx)
     assert ctx.decision == "deny"
-    assert ctx.reason.startswith("Denied: the condition of policy[0] could not be evaluated")
-    assert ctx.rules == ["policy[0]"]
+    name = index.rules[0].id
+    assert ctx.reason.startswith(f"Denied: the condition of {name} could not be evaluated")
+    assert ctx.rules == [name]
 
 
 def test_it_refuses_cel_that_does_not_compile():
@@ -201,9 +211,10 @@ def test_it_finds_candidates_through_the_index_in_document_order():
         {"intent": "c.d", "decision": "allow"},
         {"intent": "*", "decision": "allow", "agents": ["lookup-agent"]},
     ))
-    assert [r.id for r in index.candidates("a.b", SUPPORT)] == ["policy[0]", "policy[1]"]
-    assert [r.id for r in index.candidates("a.b", LOOKUP)] == ["policy[0]", "policy[1]", "policy[3]"]
-    assert [r.id for r in index.candidates("c.d", SUPPORT)] == ["policy[2]"]
+    names = [r.id for r in index.rules]
+    assert [r.id for r in index.candidates("a.b", SUPPORT)] == [names[0], names[1]]
+    assert [r.id for r in index.candidates("a.b", LOOKUP)] == [names[0], names[1], names[3]]
+    assert [r.id for r in index.candidates("c.d", SUPPORT)] == [names[2]]
 
 
 @pytest.mark.parametrize(
@@ -218,3 +229,55 @@ def test_it_reads_durations(value, seconds):
 def test_it_refuses_bad_durations(value):
     with pytest.raises(ValueError):
         rules.parse_duration(value)
+
+
+def test_a_rule_keeps_its_derived_name_when_rules_are_inserted_before_it():
+    refund = {"intent": "financial.refund.process", "decision": "escalate", "agents": ["support-agent"]}
+    email = {"intent": "comms.email.send", "decision": "allow", "conditions": {"max_recipients": 10}}
+    before = rules.compile(doc(refund, email))
+    after = rules.compile(doc({"intent": "data.customer.read", "decision": "allow"}, refund,
+                              {**email, "reason": "reworded"}))
+    assert [r.id for r in before.rules] == [r.id for r in after.rules][1:]
+    assert before.rules[0].id.startswith("escalate:financial.refund.process#")
+
+
+def test_a_changed_rule_gets_a_new_derived_name_and_a_copy_a_suffix():
+    email = {"intent": "comms.email.send", "decision": "allow", "conditions": {"max_recipients": 10}}
+    names = rules.rule_names("policy", [email, {**email, "conditions": {"max_recipients": 20}}, email])
+    assert names[0] != names[1]
+    assert names[2] == f"{names[0]}-2"
+
+
+def test_velocity_rules_have_derived_names_too():
+    index = rules.compile({"policies": [], "velocity_rules": [
+        {"intent": "data.customer.read", "window": "60s", "max_calls": 100},
+        {"intent": "data.customer.read", "window": "60s", "max_calls": 100, "name": "reads"},
+    ]})
+    assert index.velocity_rules[0].id.startswith("velocity:data.customer.read#")
+    assert index.velocity_rules[1].id == "reads"
+
+
+def test_a_denial_names_only_the_allow_rules_a_condition_kept_out():
+    index = rules.compile(doc(
+        {"intent": "x.y", "decision": "deny", "conditions": {"min_amount": 10000}, "name": "big-ones"},
+        {"intent": "x.y", "decision": "allow", "conditions": {"max_amount": 100}, "name": "small-ones"},
+    ))
+    ctx = call(SUPPORT, "t", {"amount": 500}, intent="x.y", server=PLAIN)
+    index.decide(ctx)
+    assert ctx.reason == ("no policy allows x.y for support-agent: "
+                          "small-ones does not apply: amount is 500, over max_amount: 100")
+
+
+def test_a_denial_names_at_most_three_rules_and_survives_a_huge_number():
+    index = rules.compile(doc(*({"intent": "x.y", "decision": "allow", "conditions": {"max_amount": n},
+                                 "name": f"up-to-{n}"} for n in (1, 2, 3, 4))))
+    ctx = call(SUPPORT, "t", {"amount": 10**400}, intent="x.y", server=PLAIN)
+    index.decide(ctx)
+    assert ctx.decision == "deny"
+    assert ctx.reason.count("does not apply") == 3 and "up-to-4" not in ctx.reason
+    assert f"amount is {10**400}" in ctx.reason
+
+
+def test_the_order_of_a_rules_agents_does_not_change_its_name():
+    one = {"intent": "x.y", "decision": "allow", "agents": ["a", "b"]}
+    assert rules.derived_name("policy", one) == rules.derived_name("policy", {**one, "agents": ["b", "a"]})

@@ -102,9 +102,10 @@ async def test_it_denies_the_101st_customer_read_with_the_rule_reason(redis_url)
             ctx.velocity = await core_velocity.read(index, ctx, velocity.counters(), now_ms=1_000 + n)
             index.decide(ctx)
             await core_velocity.enforce(index, ctx, velocity.counters(), now_ms=1_000 + n)
-        assert ctx.velocity["velocity[0]"] == 100
+        name = index.velocity_rules[0].id
+        assert ctx.velocity[name] == 100
         assert (ctx.decision, ctx.reason, ctx.rules) == (
-            "deny", "Rate limit exceeded -- possible data enumeration", ["velocity[0]"])
+            "deny", "Rate limit exceeded -- possible data enumeration", [name])
 
 
 async def test_it_escalates_when_the_rule_says_so():
@@ -119,7 +120,7 @@ async def test_it_escalates_when_the_rule_says_so():
             await core_velocity.enforce(index, ctx, velocity.counters(), now_ms=50)
     assert first.decision == "allow"
     assert second.decision == "escalate"
-    assert second.rules == ["velocity[0]"]
+    assert second.rules == [index.velocity_rules[0].id]
     assert second.reason.startswith("Rate limit exceeded: at most 1 calls of financial.refund.process")
     assert second.escalation == {"type": "quorum", "reviewers": ["role:admin"], "required": 2, "timeout_seconds": 60}
 
@@ -133,7 +134,7 @@ async def test_it_fails_closed_when_redis_is_unreachable():
         index.decide(limited)
         await core_velocity.enforce(index, limited, velocity.counters())
         assert (limited.decision, limited.reason) == ("deny", core_velocity.UNAVAILABLE)
-        assert limited.rules == ["velocity[0]"]
+        assert limited.rules == [index.velocity_rules[0].id]
         unlimited = call(SUPPORT, "get_customer", {"id": 1})  # no velocity rule applies
         index.decide(unlimited)
         await core_velocity.enforce(index, unlimited, velocity.counters())
@@ -245,4 +246,4 @@ async def test_it_uncounts_a_call_the_policy_denies_after_reading_the_counts(red
             decisions.append(ctx.decision)
             await background.drained()  # the uncounting is in the background
     assert decisions == ["deny", "allow", "deny", "allow", "deny"]
-    assert ctx.velocity["velocity[0]"] == 2
+    assert ctx.velocity[index.velocity_rules[0].id] == 2

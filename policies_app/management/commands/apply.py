@@ -17,6 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("file", help="the YAML file, or - for standard input")
         parser.add_argument("--dry-run", action="store_true", help="only print the plan")
         parser.add_argument("--as", dest="acting_user", default="cli", help="who applies (recorded in the audit trail)")
+        parser.add_argument("-m", "--message", dest="description", default="apply",
+                            help="what changed and why (kept with the new policy version; default: apply)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         path = options["file"]
@@ -25,7 +27,8 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror}") from None
         try:
-            plan = apply_config(text, acting_user=options["acting_user"], dry_run=options["dry_run"])
+            plan = apply_config(text, acting_user=options["acting_user"], dry_run=options["dry_run"],
+                                description=options["description"])
         except ConfigError as exc:
             for error in exc.errors:
                 self.stderr.write(f"{path}: {error}")

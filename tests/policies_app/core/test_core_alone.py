@@ -57,8 +57,8 @@ def test_it_decides_without_django() -> None:
     assert done.returncode == 0, done.stderr
     decisions, modules = done.stdout.strip().splitlines()
     assert decisions == str([
-        ("data.customer.read", "allow", "Allowed by policy[0]"),
-        ("data.customer.read", "allow", "Allowed by policy[0]"),
+        ("data.customer.read", "allow", "Allowed by allow:data.customer.read#d62ea6"),
+        ("data.customer.read", "allow", "Allowed by allow:data.customer.read#d62ea6"),
         ("data.customer.read", "deny", "slow down"),
         "unknown",
     ])

@@ -26,6 +26,24 @@ KEY_LINE = re.compile(r"^\s+(lookup-agent|support-agent|analytics-agent)\s+(int_
 LOGIN_LINE = re.compile(r"^\s+(admin|carol|dave|erin)\s+(\S+)\s+\(", re.M)
 
 
+def reviewer_client(base: str, demo_env: dict[str, str], lead: str) -> httpx.AsyncClient:
+    """The REST API as a demo support lead, with an API token the demo's command issues."""
+    token = subprocess.run([sys.executable, "manage.py", "api_token", lead], cwd=ROOT, env=demo_env,
+                           capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    return httpx.AsyncClient(base_url=base, headers={"Authorization": f"Token {token}"})
+
+
+async def first_pending(reviewer: httpx.AsyncClient) -> dict[str, Any]:
+    """The one pending approval, once the held call has made it."""
+    while True:
+        pending = (await reviewer.get("/api/approvals/", params={"status": "pending"})).json()
+        pending = pending.get("results", pending) if isinstance(pending, dict) else pending
+        if pending:
+            [approval] = pending
+            return approval
+        await anyio.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def demo_env(tmp_path_factory) -> dict[str, str]:
     """The embedded default in a fresh data directory, as on a new machine."""
@@ -93,18 +111,10 @@ def test_it_refuses_agents_without_a_key(demo):
 
 async def test_it_holds_a_support_refund_until_a_support_lead_approves_it(demo, demo_env):
     base, keys, _ = demo
-    token = subprocess.run([sys.executable, "manage.py", "api_token", "carol"], cwd=ROOT, env=demo_env,
-                           capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    reviewer = httpx.AsyncClient(base_url=base, headers={"Authorization": f"Token {token}"})
+    reviewer = reviewer_client(base, demo_env, "carol")
 
     async def approve_when_pending() -> None:
-        while True:
-            pending = (await reviewer.get("/api/approvals/", params={"status": "pending"})).json()
-            pending = pending.get("results", pending) if isinstance(pending, dict) else pending
-            if pending:
-                break
-            await anyio.sleep(0.1)
-        [approval] = pending
+        approval = await first_pending(reviewer)
         assert (approval["agent"], approval["tool"]) == ("support-agent", "process_refund")
         decided = await reviewer.post(f"/api/approvals/{approval['id']}/approve/", json={"comment": "double charge"})
         assert decided.status_code == 200
@@ -162,19 +172,11 @@ async def test_it_tells_the_reviewers_of_a_held_refund_by_mail_and_webhook(demo,
     base, keys, output = demo
     told = Path(demo_env["INTENDED_DATA_DIR"]) / "demo"
     assert str(told / "mail") in output and f"{base}/_demo/webhook" in output and str(told / "webhooks.jsonl") in output
-    token = subprocess.run([sys.executable, "manage.py", "api_token", "dave"], cwd=ROOT, env=demo_env,
-                           capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    reviewer = httpx.AsyncClient(base_url=base, headers={"Authorization": f"Token {token}"})
+    reviewer = reviewer_client(base, demo_env, "dave")
     seen: dict[str, Any] = {}
 
     async def read_what_reviewers_were_told_then_approve() -> None:
-        while True:
-            pending = (await reviewer.get("/api/approvals/", params={"status": "pending"})).json()
-            pending = pending.get("results", pending) if isinstance(pending, dict) else pending
-            if pending:
-                break
-            await anyio.sleep(0.1)
-        [approval] = pending
+        approval = await first_pending(reviewer)
         link = f"{base}/approvals/{approval['id']}/"
         seen["mail"] = await anyio.to_thread.run_sync(_files_mentioning, told / "mail", link)
         seen["webhook"] = await anyio.to_thread.run_sync(_files_mentioning, told, f'"id": {approval["id"]}', "webhooks.jsonl")

@@ -115,23 +115,49 @@ def csv_header(rows: Iterator[dict[str, Any]]) -> list[str]:
     return [*CSV_COLUMNS, *([WHOLE_ARGS] if whole else []), *(ARGS_PREFIX + n for n in sorted(names))]
 
 
-def _args_only(chunk: Any) -> Iterator[dict[str, Any]]:
-    for entry in chunk:
-        yield {"args": entry_body(entry).get("args")}
+CALL_ARGS_KINDS = ("approval", "outcome")  # entries of a call that carry no arguments of their own
+EXPORT_CHUNK = 2000
+
+
+def _with_call_args(entries: Any) -> Iterator[dict[str, Any]]:
+    """entry_json of each entry; an approval or outcome entry gets the arguments of its call's
+    decision entry (the same call_id), so that a row of a reviewer's denial says which refund,
+    of how much, for whom. One query per chunk of entries, not one per row."""
+    chunk: list[AuditEntry] = []
+    for entry in entries:
+        chunk.append(entry)
+        if len(chunk) >= EXPORT_CHUNK:
+            yield from _fill_call_args(chunk)
+            chunk = []
+    yield from _fill_call_args(chunk)
+
+
+def _fill_call_args(chunk: list[AuditEntry]) -> Iterator[dict[str, Any]]:
+    rows = [entry_json(entry) for entry in chunk]
+    wanted = {r["call_id"] for r in rows if r["kind"] in CALL_ARGS_KINDS and r.get("args") is None and r.get("call_id")}
+    args = {}
+    if wanted:
+        for decision in AuditEntry.objects.filter(kind="decision", call_id__in=wanted).only("call_id", "canonical"):
+            args[decision.call_id] = entry_body(decision).get("args")
+    for row in rows:
+        if row["kind"] in CALL_ARGS_KINDS and row.get("args") is None and row.get("call_id") in args:
+            row["args"] = args[row["call_id"]]
+        yield row
 
 
 def csv_rows(flt: EntryFilter) -> Iterator[str]:
     """Newest first, like the dashboard. Two passes over the same fixed range of seqs: the first
     finds the argument names (the header comes first), the second writes the rows; entries
-    written meanwhile are left out of both."""
+    written meanwhile are left out of both. Approval and outcome rows carry their call's
+    arguments (from its decision entry)."""
     newest = AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first()
     selected = search(flt).filter(seq__lte=newest if newest is not None else -1).reverse()
-    header = csv_header(_args_only(selected.only("canonical").iterator(chunk_size=2000)))
+    header = csv_header(_with_call_args(selected.iterator(chunk_size=EXPORT_CHUNK)))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
-    for entry in selected.iterator(chunk_size=2000):
-        flat = csv_record(entry_json(entry))
+    for data in _with_call_args(selected.iterator(chunk_size=EXPORT_CHUNK)):
+        flat = csv_record(data)
         writer.writerow([_cell(flat.get(column)) for column in header])
         if buffer.tell() > 65536:
             yield buffer.getvalue()

@@ -112,7 +112,7 @@ class Condition:
         return measured <= self.bound if self.is_max else measured >= self.bound
 
     def why_not(self, values: Mapping[str, Any], attributes: Mapping[str, Any]) -> str:
-        """Why the condition fails, in words ("recipients is 11, over max_recipients 10")."""
+        """Why the condition fails, in words ("recipients is 11, over max_recipients: 10")."""
         raw = attributes[self.attribute] if self.attribute in attributes else values.get(self.attribute)
         key = f"{'max' if self.is_max else 'min'}_{self.attribute}: {_number(self.bound)}"
         measured = measure(raw)

@@ -4,6 +4,7 @@ and `approval_status` narrow a search, and a value they do not know is refused."
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -127,3 +128,15 @@ def test_the_dashboard_finds_every_denied_refund(refunds: dict[str, int]) -> Non
     assert described([json.loads(line) for line in lines]) == DENIED_REFUNDS
     assert browser.get("/audit/", {"kind": "approvals"}).status_code == 200  # the form says what is wrong
     assert b"Select a valid choice" in browser.get("/audit/", {"kind": "approvals"}).content
+
+
+def test_the_csv_of_denied_refunds_has_a_column_per_argument_on_every_row(refunds: dict[str, int]) -> None:
+    """Acceptance 3: the spreadsheet of "denied refunds, last hour" says, on the row of a reviewer's
+    denial and of an expiry too, which refund it was: their call's arguments, from its decision."""
+    export = dashboard_auditor().get("/audit/export/", {"format": "csv", "decision": "deny", "intent": REFUND,
+                                                         "start": an_hour_ago()})
+    rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
+    assert {"args.amount", "args.customer_id", "approval_status", "actor", "policy_version"} <= set(rows[0])
+    assert [(r["kind"], r["approval_status"], r["args.amount"]) for r in rows] == [
+        ("approval", "expired", "300"), ("approval", "denied", "250"), ("decision", "", "10")]
+    assert [r["args.customer_id"] for r in rows] == ["c-42", "c-42", ""]

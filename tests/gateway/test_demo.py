@@ -44,6 +44,17 @@ async def first_pending(reviewer: httpx.AsyncClient) -> dict[str, Any]:
         await anyio.sleep(0.1)
 
 
+async def refund_while(base: str, key: str, reviewer: httpx.AsyncClient, arguments: dict[str, Any],
+                       reviewer_acts: Any) -> Any:
+    """The support agent's refund through the SDK, while `reviewer_acts()` decides its approval."""
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
+    async with reviewer, http, Client(streamable_http_client(f"{base}/mcp/customer-ops", http_client=http)) as client:  # type: ignore[arg-type]
+        await client.list_tools()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reviewer_acts)
+            return await client.call_tool("process_refund", arguments)
+
+
 @pytest.fixture(scope="module")
 def demo_env(tmp_path_factory) -> dict[str, str]:
     """The embedded default in a fresh data directory, as on a new machine."""
@@ -119,14 +130,10 @@ async def test_it_holds_a_support_refund_until_a_support_lead_approves_it(demo, 
         decided = await reviewer.post(f"/api/approvals/{approval['id']}/approve/", json={"comment": "double charge"})
         assert decided.status_code == 200
 
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {keys['support-agent']}"})
-    async with reviewer, http, Client(streamable_http_client(f"{base}/mcp/customer-ops", http_client=http)) as client:  # type: ignore[arg-type]
-        await client.list_tools()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(approve_when_pending)
-            refund = await client.call_tool("process_refund", {"customer_id": "cus_1002", "amount": 250, "reason": "double charge"})
-        assert not refund.is_error, refund
-        assert refund.structured_content["status"] == "succeeded"
+    refund = await refund_while(base, keys["support-agent"], reviewer,
+                                {"customer_id": "cus_1002", "amount": 250, "reason": "double charge"}, approve_when_pending)
+    assert not refund.is_error, refund
+    assert refund.structured_content["status"] == "succeeded"
 
 
 def test_it_serves_the_product_with_the_serve_command(transactional_db):
@@ -184,14 +191,10 @@ async def test_it_tells_the_reviewers_of_a_held_refund_by_mail_and_webhook(demo,
         decided = await reviewer.post(f"/api/approvals/{approval['id']}/approve/", json={"comment": "told in time"})
         assert decided.status_code == 200
 
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {keys['support-agent']}"})
-    async with reviewer, http, Client(streamable_http_client(f"{base}/mcp/customer-ops", http_client=http)) as client:  # type: ignore[arg-type]
-        await client.list_tools()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read_what_reviewers_were_told_then_approve)
-            refund = await client.call_tool("process_refund", {"customer_id": "cus_1003", "amount": 137,
-                                                               "reason": "charged twice for March"})
-        assert not refund.is_error, refund
+    refund = await refund_while(base, keys["support-agent"], reviewer,
+                                {"customer_id": "cus_1003", "amount": 137, "reason": "charged twice for March"},
+                                read_what_reviewers_were_told_then_approve)
+    assert not refund.is_error, refund
 
     [mail] = seen["mail"]
     headers, _, body = mail.partition("\n\n")

@@ -135,7 +135,11 @@ class Watch:
             return
         try:
             if self.channel is None:
-                self.channel = await self.layer.new_channel("holds.")
+                # The default prefix, as the reviewers' sockets on this process use: channels_redis
+                # pops every local channel of one prefix with one blocking BZPOPMIN under one lock
+                # per process, so a channel of another prefix would keep their messages waiting
+                # behind its own pop, up to its 5 s timeout (and theirs would delay this one's).
+                self.channel = await self.layer.new_channel()
             await self.layer.group_add(f"approval-{approval_id}", self.channel)
             if self.listener is None or self.listener.done():
                 self.listener = asyncio.create_task(self._listen())

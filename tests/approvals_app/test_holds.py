@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
 import pytest
@@ -146,3 +147,54 @@ async def test_it_releases_only_one_of_two_identical_held_calls_per_approval(peo
     await sync_to_async(Approval.objects.filter(status="pending").update)(expires_at=timezone.now() - timedelta(seconds=1))
     await asyncio.wait_for(asyncio.gather(a, b), 10)
     assert sorted([first.decision, second.decision]) == ["allow", "deny"]
+
+
+# The reviewers' sockets and the held calls of one process share its channel layer (Redis in
+# production). A message for either must not wait behind the other's blocking receive: with
+# channels_redis that wait is its pop's timeout, 5 s, by which a reviewer's badge lagged.
+SHARED_LAYER_PROMPT_SECONDS = 2.0
+
+
+async def test_a_held_call_does_not_keep_a_reviewers_socket_waiting(people, settings):
+    from channels.layers import get_channel_layer
+
+    # only the channel layer wakes anything here: no database poll, no keepalive beat
+    settings.INTENDED_APPROVAL_POLL_SECONDS = settings.INTENDED_KEEPALIVE_SECONDS = 60
+    ctx = call()
+    held = asyncio.create_task(holds.hold(ctx, Beats()))
+    approval = await pending_approval()
+    await asyncio.sleep(0.5)  # the held call now waits in its receive
+    layer = get_channel_layer()
+    socket = await layer.new_channel()  # the channel a reviewer's socket on this process reads
+    receiving = asyncio.create_task(layer.receive(socket))
+    await asyncio.sleep(0.2)
+    sent = time.monotonic()
+    await layer.send(socket, {"type": "approval.changed", "id": approval.pk})
+    message = await asyncio.wait_for(receiving, 10)
+    assert message["id"] == approval.pk
+    assert time.monotonic() - sent < SHARED_LAYER_PROMPT_SECONDS
+    held.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await held
+
+
+async def test_a_reviewers_socket_does_not_keep_a_held_call_waiting(people, settings):
+    from channels.layers import get_channel_layer
+
+    settings.INTENDED_APPROVAL_POLL_SECONDS = settings.INTENDED_KEEPALIVE_SECONDS = 60
+    layer = get_channel_layer()
+    socket = await layer.new_channel()
+    receiving = asyncio.create_task(layer.receive(socket))  # a reviewer's socket, waiting first
+    await asyncio.sleep(0.2)
+    ctx = call()
+    held = asyncio.create_task(holds.hold(ctx, Beats()))
+    approval = await pending_approval()
+    await asyncio.sleep(0.5)
+    decided = time.monotonic()
+    await decide(approval.pk, people["carol"], True)
+    await asyncio.wait_for(held, 10)
+    assert ctx.decision == "allow"
+    assert time.monotonic() - decided < SHARED_LAYER_PROMPT_SECONDS
+    receiving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiving

@@ -31,7 +31,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit_app import chain, keys, signing, witness
-from audit_app.models import AuditEntry, ChainAlert, ChainHead, Checkpoint
+from audit_app.models import AuditEntry, AuditTile, ChainAlert, ChainHead, Checkpoint
 from audit_app.verify import Expectation, IntegrityFailure, check_chain
 from intended import metrics
 
@@ -705,7 +705,48 @@ def seal(now: datetime | None = None) -> SealResult:
     if grew:
         witness.append(log_id if base.size else _stable_log_id(),
                        witness.Kept(report.size, report.root, note, frontier, report.last_leaf, pruned_below))
+        store_new_tiles(report.size)
     return SealResult(report.size, report.root.hex(), note, report.size - base.size)
+
+
+def store_new_tiles(sealed: int) -> None:
+    """The roots of the tiles this pass completed (reading their leaves only). They are a cache
+    for proofs: failing to store them costs a later proof the read, never the seal."""
+    stored = AuditTile.objects.order_by("-index").values_list("index", flat=True).first()
+    todo = range(0 if stored is None else stored + 1, sealed // chain.TILE_SIZE)
+    if not todo:
+        return
+    try:
+        store_tiles(todo)
+    except Exception:
+        log.warning("could not store the tiles of the sealed tree; proofs will read their leaves", exc_info=True)
+
+
+TILES_PER_WRITE = 1000
+
+
+def store_tiles(tiles: range) -> dict[int, bytes]:
+    """Compute the roots of a run of full tiles from their sealed entries' leaf hashes and store
+    them (a tile another process stored first is kept). Returns them by index."""
+    roots: dict[int, bytes] = {}
+    leaves: list[bytes] = []
+    rows = (AuditEntry.objects.filter(seq__gte=tiles.start * chain.TILE_SIZE, seq__lt=tiles.stop * chain.TILE_SIZE)
+            .order_by("seq").values_list("seq", "leaf_hash").iterator(chunk_size=5000))
+    expected = tiles.start * chain.TILE_SIZE
+    for seq, leaf in rows:
+        if seq != expected:
+            raise IntegrityFailure(expected, f"sealed entries are missing from seq {expected}")
+        leaves.append(bytes.fromhex(leaf))
+        expected += 1
+        if len(leaves) == chain.TILE_SIZE:
+            roots[seq // chain.TILE_SIZE] = chain.tile_root(leaves)
+            leaves = []
+    if expected != tiles.stop * chain.TILE_SIZE:
+        raise IntegrityFailure(expected, f"sealed entries are missing from seq {expected}")
+    rows_to_write = [AuditTile(index=t, root_hash=root.hex()) for t, root in roots.items()]
+    for first in range(0, len(rows_to_write), TILES_PER_WRITE):
+        AuditTile.objects.bulk_create(rows_to_write[first:first + TILES_PER_WRITE], ignore_conflicts=True)
+    return roots
 
 
 def expectations_from_store(*, archive: bool = False) -> list[Expectation]:

@@ -249,6 +249,54 @@ class MerkleTree:
         return self._subproof(m - k, start + k, end, False) + [self.subtree(start, start + k)]
 
 
+# A tile: the perfect subtree over TILE_SIZE leaves starting at a multiple of TILE_SIZE. The
+# sealer stores each full tile's root (audit_app.models.AuditTile), so that a proof over n
+# entries reads n / TILE_SIZE roots and the leaves of the one or two tiles it descends into,
+# not all n leaf hashes.
+TILE_HEIGHT = 8
+TILE_SIZE = 1 << TILE_HEIGHT
+
+
+class TiledTree(MerkleTree):
+    """The tree over the first `size` leaves, from the roots of its full tiles and, on demand,
+    the leaves of a tile (`read_tile(t)`: the leaf hashes of tile t, fewer for the last, partial
+    one). Proofs and roots are the same as MerkleTree's over every leaf; a wrong stored root
+    gives a proof that fails against the signed root, never a proof of something else."""
+
+    def __init__(self, size: int, tile_roots: Sequence[bytes], read_tile: Any) -> None:
+        if len(tile_roots) != size // TILE_SIZE:
+            raise ValueError(f"a tree of {size} leaves has {size // TILE_SIZE} full tiles, not {len(tile_roots)}")
+        self._size = size
+        self._top = MerkleTree(tile_roots)
+        self._read_tile = read_tile
+        self._tiles: dict[int, MerkleTree] = {}
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def node(self, height: int, index: int) -> bytes:
+        if (index + 1) << height > self._size:
+            raise IndexError(f"no node {index} at height {height} in a tree of {self._size} leaves")
+        if height >= TILE_HEIGHT:
+            return self._top.node(height - TILE_HEIGHT, index)
+        tile = (index << height) >> TILE_HEIGHT
+        if tile not in self._tiles:
+            leaves = list(self._read_tile(tile))
+            expected = min(TILE_SIZE, self._size - tile * TILE_SIZE)
+            if len(leaves) != expected:
+                raise ValueError(f"tile {tile} has {len(leaves)} leaves, not {expected}")
+            self._tiles[tile] = MerkleTree(leaves)
+        return self._tiles[tile].node(height, index - (tile << (TILE_HEIGHT - height)))
+
+
+def tile_root(leaf_hashes: Sequence[bytes]) -> bytes:
+    """The root of one full tile."""
+    if len(leaf_hashes) != TILE_SIZE:
+        raise ValueError(f"a tile has {TILE_SIZE} leaves, not {len(leaf_hashes)}")
+    return MerkleTree(leaf_hashes).node(TILE_HEIGHT, 0)
+
+
 class SpilledMerkleTree(MerkleTree):
     """The same tree with its levels in a temporary file instead of in memory (64 bytes of disk
     per leaf, a constant amount of memory): what the exporter builds to prove a bundle's

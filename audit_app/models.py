@@ -82,6 +82,19 @@ class Checkpoint(models.Model):
         return f"checkpoint {self.size} {self.root_hash[:12]}"
 
 
+class AuditTile(models.Model):
+    """The root of a full tile of the sealed tree (audit_app.chain.TILE_SIZE entries from
+    index * TILE_SIZE), written by the sealer: what an inclusion proof reads instead of every
+    leaf. A cache of the entries' leaf hashes, trusted for nothing: each proof is checked
+    against the signed root before it is shown or served."""
+
+    index = models.BigIntegerField(primary_key=True)
+    root_hash = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"tile {self.index} {self.root_hash[:12]}"
+
+
 class ChainAlert(models.Model):
     """A detected break in the chain: the sealer refuses to sign until an operator acts."""
 

@@ -17,8 +17,8 @@ from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive
 
 from audit_app import chain, keys, signing
-from audit_app.actions import KINDS
-from audit_app.models import AuditEntry, ChainAlert, ChainHead, Checkpoint
+from audit_app.actions import KINDS, store_tiles
+from audit_app.models import AuditEntry, AuditTile, ChainAlert, ChainHead, Checkpoint
 from audit_app.verify import ChainReport, IntegrityFailure, check_chain
 from intended import globs
 
@@ -230,29 +230,55 @@ def checkpoint_json(row: Checkpoint) -> dict[str, Any]:
             "signed_at": row.signed_at.isoformat(), "note": row.note}
 
 
-def leaf_hashes(size: int) -> list[bytes]:
-    return [bytes.fromhex(h) for h in
-            AuditEntry.objects.filter(seq__lt=size).order_by("seq").values_list("leaf_hash", flat=True).iterator(chunk_size=5000)]
+def tree(size: int) -> chain.TiledTree:
+    """The sealed tree over the first `size` entries for proofs: the stored tile roots (any the
+    sealer has not stored, e.g. of a trail sealed before tiles existed, computed and stored now)
+    and the leaves of the tiles a proof descends into. A proof reads size / 256 roots and at
+    most a few hundred leaf hashes, where it read every leaf hash before."""
+    count = size // chain.TILE_SIZE
+    stored = dict(AuditTile.objects.filter(index__lt=count).values_list("index", "root_hash"))
+    roots = {t: bytes.fromhex(h) for t, h in stored.items()}
+    missing = [t for t in range(count) if t not in roots]
+    for first, last in _runs(missing):
+        roots.update(store_tiles(range(first, last + 1)))
+    return chain.TiledTree(size, [roots[t] for t in range(count)], lambda t: _tile_leaves(t, size))
 
 
-def tree(size: int) -> chain.MerkleTree:
-    hashes = leaf_hashes(size)
-    if len(hashes) != size:
-        raise IntegrityFailure(len(hashes), f"only {len(hashes)} of {size} sealed entries are present")
-    return chain.MerkleTree(hashes)
+def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
+    """Sorted indices as (first, last) runs of consecutive ones."""
+    start = None
+    for i, index in enumerate(indices):
+        if start is None:
+            start = index
+        if i + 1 == len(indices) or indices[i + 1] != index + 1:
+            yield start, index
+            start = None
+
+
+def _tile_leaves(tile: int, size: int) -> list[bytes]:
+    start, end = tile * chain.TILE_SIZE, min(size, (tile + 1) * chain.TILE_SIZE)
+    hashes = [bytes.fromhex(h) for h in AuditEntry.objects.filter(seq__gte=start, seq__lt=end)
+              .order_by("seq").values_list("leaf_hash", flat=True)]
+    if len(hashes) != end - start:
+        raise IntegrityFailure(start, f"only {len(hashes)} of the {end - start} sealed entries from seq {start} are present")
+    return hashes
 
 
 def inclusion_proof(entry: AuditEntry | int) -> dict[str, Any] | None:
     """The entry's inclusion proof against the latest checkpoint, or None until it is sealed:
-    seq, leaf_hash, tree_size, root_hash, inclusion (base64 hashes, leaf to root), checkpoint (the signed note)."""
+    seq, leaf_hash, tree_size, root_hash, inclusion (base64 hashes, leaf to root), checkpoint (the signed note).
+    Raises IntegrityFailure when the stored trail gives no proof that checks out."""
     seq = entry if isinstance(entry, int) else entry.seq
     row = latest_checkpoint()
     if row is None or seq >= row.size:
         return None
     merkle = tree(row.size)
-    leaf = merkle.levels[0][seq]
+    leaf = merkle.node(0, seq)
     proof = merkle.inclusion_proof(seq, row.size)
-    chain.verify_inclusion(seq, row.size, leaf, proof, bytes.fromhex(row.root_hash))
+    try:
+        chain.verify_inclusion(seq, row.size, leaf, proof, bytes.fromhex(row.root_hash))
+    except chain.ProofError as exc:  # the stored leaf hashes or tiles changed after the seal
+        raise IntegrityFailure(seq, f"its audit path does not lead to the signed root ({exc})") from None
     return {"seq": seq, "leaf_hash": leaf.hex(), "tree_size": row.size, "root_hash": row.root_hash,
             "inclusion": [signing.b64(p) for p in proof], "checkpoint": row.note}
 

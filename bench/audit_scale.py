@@ -16,7 +16,9 @@ made again) and its own signing-key directory (var/bench-audit):
    500) and `record_decision` (64 concurrent async callers), `seal --simulate-history` (a long
    seal history), a steady seal, `audit_verify`, `audit_export --format bundle` and
    `intended-verify` of one day and of everything: wall time, CPU and the child's peak memory
-   (/usr/bin/time -v).
+   (/usr/bin/time -v);
+4. an auditor's entry page: its inclusion proof and "Verify this entry" from the sealer's tiles,
+   beside the proof from every leaf hash that the page computed before.
 Results: bench/results/audit-scale-<time>.json; `--write` puts the table in
 docs/PERFORMANCE.md between the audit-scale markers.
 """
@@ -396,6 +398,38 @@ def measure_queries(end: datetime, repeats: int) -> dict[str, Any]:
     return results
 
 
+def measure_entry_proofs(repeats: int, whole_tree_repeats: int = 3) -> dict[str, Any]:
+    """What an auditor's entry page costs at this size: its inclusion proof and "Verify this
+    entry" on the server (queries.inclusion_proof and verify_entry, from the sealer's tiles), for
+    entries spread over the trail; and, for comparison, the proof from a tree over every leaf
+    hash (what the page computed before tiles)."""
+    from audit_app import chain, queries
+    from audit_app.models import AuditEntry, AuditTile
+
+    checkpoint = queries.latest_checkpoint()
+    assert checkpoint is not None, "the trail is sealed before this phase"
+    size = checkpoint.size
+    rng = random.Random(11)
+    seqs = [rng.randrange(size) for _ in range(repeats)]
+    proof_ms, verify_ms, whole_ms = [], [], []
+    for seq in seqs:
+        started = time.perf_counter()
+        assert queries.inclusion_proof(seq) is not None
+        proof_ms.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        assert queries.verify_entry(seq).ok
+        verify_ms.append((time.perf_counter() - started) * 1000)
+    for seq in seqs[:whole_tree_repeats]:
+        started = time.perf_counter()
+        leaves = [bytes.fromhex(h) for h in AuditEntry.objects.filter(seq__lt=size).order_by("seq")
+                  .values_list("leaf_hash", flat=True).iterator(chunk_size=5000)]
+        chain.MerkleTree(leaves).inclusion_proof(seq, size)
+        whole_ms.append((time.perf_counter() - started) * 1000)
+    return {"tree_size": size, "tiles": AuditTile.objects.count(), "repeats": repeats,
+            **_percentiles(proof_ms, "proof_"), **_percentiles(verify_ms, "verify_"),
+            **_percentiles(whole_ms, "whole_tree_")}
+
+
 def _percentiles(values: list[float], prefix: str) -> dict[str, float]:
     ordered = sorted(values)
     return {f"{prefix}p50_ms": round(statistics.median(ordered), 1),
@@ -476,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
 
     actions.append_entries([draft(f) for f, _ in zip(traffic(rng), range(500), strict=False)])
     phase(results, "seal_steady_500_new", lambda: manage("seal"))
+    phase(results, "entry_proofs", lambda: measure_entry_proofs(args.repeats))
     if "verify" not in skip:
         phase(results, "audit_verify", lambda: manage("audit_verify"))
     if "export" not in skip:
@@ -545,6 +580,16 @@ def render(r: dict[str, Any]) -> str:
             size = f", {c['bytes'] / 2**20:,.0f} MiB" if c.get("bytes") else ""
             lines.append(f"| {label}{size}{note} | {c['seconds']} | {c.get('pass_ms', '—')} | {c['peak_rss_mib']} | "
                          f"{c['cpu_s']} |")
+    if "entry_proofs" in r:
+        p = r["entry_proofs"]
+        lines += ["", f"| an auditor's entry page, tree of {p['tree_size']:,} ({p['tiles']:,} tiles stored) | p50 ms | "
+                      "p95 ms |", "|---|---|---|",
+                  f"| inclusion proof, from tiles ({p['repeats']} entries across the trail) | {p['proof_p50_ms']} | "
+                  f"{p['proof_p95_ms']} |",
+                  f"| \"Verify this entry\" on the server (signature, leaf, path) | {p['verify_p50_ms']} | "
+                  f"{p['verify_p95_ms']} |",
+                  f"| inclusion proof from every leaf hash (before tiles) | {p['whole_tree_p50_ms']} | "
+                  f"{p['whole_tree_p95_ms']} |"]
     s, b = r["storage"], r["build"]
     lines += ["", f"Storage: {s['bytes_per_entry']:,} bytes per entry ({s['table_bytes_per_entry']:,} table with "
                   f"its TOAST, {s['index_bytes_per_entry']:,} indexes; canonical bytes {s['canonical_bytes_mean']} "

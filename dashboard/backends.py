@@ -13,6 +13,7 @@ from typing import Any
 from audit_app import actions as audit_actions
 from audit_app import exports, queries
 from audit_app import models as audit_models
+from audit_app.verify import IntegrityFailure
 from policies_app import actions as policy_actions
 from policies_app import agent_policy as agent_policy_rules
 from policies_app import config, simulation
@@ -223,8 +224,13 @@ def checkpoints(limit: int = 50) -> list[Any]:
     return list(model.objects.order_by("-size")[:limit])
 
 
-def inclusion_proof(seq: int) -> dict[str, Any] | None:
-    return queries.inclusion_proof(seq)
+def inclusion_proof(seq: int) -> tuple[dict[str, Any] | None, str]:
+    """(the entry's proof, or None until it is sealed; why there is none when the stored trail
+    cannot give one that checks out: what the auditor must be told, not a server error)."""
+    try:
+        return queries.inclusion_proof(seq), ""
+    except IntegrityFailure as failure:
+        return None, str(failure)
 
 
 def verify_entry(seq: int) -> queries.EntryCheck:

@@ -46,7 +46,11 @@ class PassCost:
 
 
 def measured_pass() -> tuple[actions.SealResult, PassCost]:
-    # inside an outer transaction, pg_stat_xact_user_tables holds exactly this pass's reads
+    # Inside an outer transaction, pg_stat_xact_user_tables holds this pass's reads, and what
+    # earlier transactions of this connection read and have not flushed yet: since PostgreSQL
+    # 15 a backend flushes its counters when idle, at most once a second. Flush them first.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
     with transaction.atomic():
         before = file_bytes_read()
         with CaptureQueriesContext(connection) as queries:

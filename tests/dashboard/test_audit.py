@@ -83,6 +83,18 @@ def test_it_shows_an_entry_with_its_inclusion_proof(auditor_client, trail):
     assert b"Audit path" in page.content and b"Signed checkpoint" in page.content
 
 
+def test_it_tells_an_auditor_when_the_stored_trail_gives_no_proof(auditor_client, trail):
+    from audit_app.models import AuditEntry
+
+    seq = seq_of("lookup-agent", "decision")
+    seal()
+    AuditEntry.objects.filter(seq=seq).update(leaf_hash="00" * 32)  # changed after it was sealed
+    page = auditor_client.get(f"/audit/entries/{seq}/")
+    assert page.status_code == 200
+    assert b"No proof: the stored trail does not match what was signed." in page.content
+    assert b"does not lead to the signed root" in page.content
+
+
 def test_it_lists_checkpoints_and_the_chain_status(auditor_client, trail):
     seal()
     page = auditor_client.get("/audit/checkpoints/")

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -531,7 +531,7 @@ KEEP_RECENT_CHECKPOINTS = 1000
 PRUNE_BATCH = 1000  # rows decided per pass, so a backlog (an upgrade) costs every pass the same
 # Sealed entries each pass re-reads, from where the last pass stopped, so that an entry deleted
 # or edited deep in the history is found within size / PATROL_BATCH passes at a fixed cost.
-PATROL_BATCH = 2000
+PATROL_BATCH = 2048  # whole tiles (chain.TILE_SIZE), so that every tile is in one slice
 
 
 @dataclass(frozen=True)
@@ -605,12 +605,18 @@ def _patrol(patrol: witness.Patrol, base: _Base) -> witness.Patrol:
     if patrol.next > base.size:  # the history it was reading is not there any more
         patrol = witness.Patrol()
     stop = min(patrol.next + PATROL_BATCH, base.size)
-    rows = ((seq, bytes(data), leaf) for seq, data, leaf in
-            AuditEntry.objects.filter(seq__gte=patrol.next, seq__lt=stop).order_by("seq")
-            .values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000))
-    report = check_chain(rows, start=patrol.next, prev_leaf=patrol.prev, compact=patrol.compact)
+    leaves: list[str] = []
+
+    def rows() -> Iterator[tuple[int, bytes, str]]:
+        for seq, data, leaf in (AuditEntry.objects.filter(seq__gte=patrol.next, seq__lt=stop).order_by("seq")
+                                .values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000)):
+            leaves.append(leaf)
+            yield seq, bytes(data), leaf
+
+    report = check_chain(rows(), start=patrol.next, prev_leaf=patrol.prev, compact=patrol.compact)
     if report.size != stop:
         raise IntegrityFailure(report.size, f"sealed entries are missing from seq {report.size}")
+    _check_tiles(patrol.next, [bytes.fromhex(leaf) for leaf in leaves])  # each checked against its bytes
     if stop < base.size:
         return witness.Patrol(stop, patrol.compact, report.last_leaf)
     if patrol.compact.root() != base.root:
@@ -697,6 +703,7 @@ def seal(now: datetime | None = None) -> SealResult:
             grew = report.size > base.size
             pruned_below = prune_checkpoints(base.pruned_below) if grew else base.pruned_below
             patrol = _patrol(witness.read_patrol(log_id), base)
+            store_new_tiles(report.size)  # also when idle: the backlog of a trail sealed before tiles
     except IntegrityFailure as failure:
         raise_alert(str(failure), failure.seq)
         raise SealRefused(failure) from None
@@ -705,29 +712,37 @@ def seal(now: datetime | None = None) -> SealResult:
     if grew:
         witness.append(log_id if base.size else _stable_log_id(),
                        witness.Kept(report.size, report.root, note, frontier, report.last_leaf, pruned_below))
-        store_new_tiles(report.size)
     return SealResult(report.size, report.root.hex(), note, report.size - base.size)
 
 
-def store_new_tiles(sealed: int) -> None:
-    """The roots of the tiles this pass completed (reading their leaves only). They are a cache
-    for proofs: failing to store them costs a later proof the read, never the seal."""
-    stored = AuditTile.objects.order_by("-index").values_list("index", flat=True).first()
-    todo = range(0 if stored is None else stored + 1, sealed // chain.TILE_SIZE)
-    if not todo:
-        return
-    try:
-        store_tiles(todo)
-    except Exception:
-        log.warning("could not store the tiles of the sealed tree; proofs will read their leaves", exc_info=True)
-
-
+# Tiles (docs/AUDIT.md, "Proofs from tiles"): the sealer stores each tile its pass completes
+# and, after an upgrade, up to TILES_PER_PASS of the tiles below, oldest first; the patrol
+# recomputes the tiles of each slice it reads and repairs a stored root that differs.
+TILES_PER_PASS = 256
 TILES_PER_WRITE = 1000
 
 
-def store_tiles(tiles: range) -> dict[int, bytes]:
-    """Compute the roots of a run of full tiles from their sealed entries' leaf hashes and store
-    them (a tile another process stored first is kept). Returns them by index."""
+def store_new_tiles(sealed: int) -> int:
+    """Store the next tiles of the sealed tree, at most TILES_PER_PASS (reading their leaves
+    only): the ones this pass completed, or the backlog of a trail sealed before tiles; returns
+    how many. In a savepoint: the tiles are a cache for proofs, and failing to store them never
+    fails a seal."""
+    stored = AuditTile.objects.order_by("-index").values_list("index", flat=True).first()
+    first = 0 if stored is None else stored + 1
+    todo = range(first, min(sealed // chain.TILE_SIZE, first + TILES_PER_PASS))
+    if not todo:
+        return 0
+    try:
+        with transaction.atomic():
+            store_tiles(tile_roots_from_leaves(todo))
+    except Exception:
+        log.warning("could not store the tiles of the sealed tree; the next pass tries again", exc_info=True)
+        return 0
+    return len(todo)
+
+
+def tile_roots_from_leaves(tiles: range) -> dict[int, bytes]:
+    """The roots of a run of full tiles, from their sealed entries' stored leaf hashes."""
     roots: dict[int, bytes] = {}
     leaves: list[bytes] = []
     rows = (AuditEntry.objects.filter(seq__gte=tiles.start * chain.TILE_SIZE, seq__lt=tiles.stop * chain.TILE_SIZE)
@@ -736,17 +751,53 @@ def store_tiles(tiles: range) -> dict[int, bytes]:
     for seq, leaf in rows:
         if seq != expected:
             raise IntegrityFailure(expected, f"sealed entries are missing from seq {expected}")
-        leaves.append(bytes.fromhex(leaf))
+        leaves.append(leaf_bytes(seq, leaf))
         expected += 1
         if len(leaves) == chain.TILE_SIZE:
             roots[seq // chain.TILE_SIZE] = chain.tile_root(leaves)
             leaves = []
     if expected != tiles.stop * chain.TILE_SIZE:
         raise IntegrityFailure(expected, f"sealed entries are missing from seq {expected}")
-    rows_to_write = [AuditTile(index=t, root_hash=root.hex()) for t, root in roots.items()]
-    for first in range(0, len(rows_to_write), TILES_PER_WRITE):
-        AuditTile.objects.bulk_create(rows_to_write[first:first + TILES_PER_WRITE], ignore_conflicts=True)
     return roots
+
+
+def leaf_bytes(seq: int, leaf: str) -> bytes:
+    """A stored leaf hash as bytes; IntegrityFailure when the column holds no SHA-256."""
+    try:
+        value = bytes.fromhex(leaf)
+    except (ValueError, TypeError):
+        value = b""
+    if len(value) != chain.HASH_SIZE:
+        raise IntegrityFailure(seq, "its stored leaf hash is not a SHA-256 hash")
+    return value
+
+
+def store_tiles(roots: dict[int, bytes]) -> None:
+    """Store tile roots; a tile another process stored first is kept."""
+    rows = [AuditTile(index=t, root_hash=root.hex()) for t, root in sorted(roots.items())]
+    for first in range(0, len(rows), TILES_PER_WRITE):
+        AuditTile.objects.bulk_create(rows[first:first + TILES_PER_WRITE], ignore_conflicts=True)
+
+
+def _check_tiles(first_seq: int, leaves: list[bytes]) -> None:
+    """The patrol's check of the stored roots of the tiles wholly inside the slice it read (whose
+    leaves it has just checked against their entries' bytes): a root that differs, changed in
+    the database or stored from a leaf that was changed then, is replaced, and one missing is
+    stored. Proofs check every root against the signed root, so a wrong one costs proofs, never
+    trust; this is what makes them work again."""
+    first_tile = -(-first_seq // chain.TILE_SIZE)
+    roots = {}
+    for tile in range(first_tile, (first_seq + len(leaves)) // chain.TILE_SIZE):
+        start = tile * chain.TILE_SIZE - first_seq
+        roots[tile] = chain.tile_root(leaves[start:start + chain.TILE_SIZE])
+    if not roots:
+        return
+    stored = dict(AuditTile.objects.filter(index__in=list(roots)).values_list("index", "root_hash"))
+    for tile, root in roots.items():
+        if tile in stored and stored[tile] != root.hex():
+            log.warning("tile %d of the audit tree had a wrong stored root; repaired from its entries", tile)
+            AuditTile.objects.filter(index=tile).update(root_hash=root.hex())
+    store_tiles({tile: root for tile, root in roots.items() if tile not in stored})
 
 
 def expectations_from_store(*, archive: bool = False) -> list[Expectation]:

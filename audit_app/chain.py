@@ -275,8 +275,11 @@ class TiledTree(MerkleTree):
     def size(self) -> int:
         return self._size
 
+    def append(self, leaf: bytes) -> None:
+        raise TypeError("a tiled tree is read from stored tiles; it does not grow")
+
     def node(self, height: int, index: int) -> bytes:
-        if (index + 1) << height > self._size:
+        if index < 0 or height < 0 or (index + 1) << height > self._size:
             raise IndexError(f"no node {index} at height {height} in a tree of {self._size} leaves")
         if height >= TILE_HEIGHT:
             return self._top.node(height - TILE_HEIGHT, index)

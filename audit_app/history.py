@@ -77,5 +77,6 @@ def simulate(passes: int, *, interval: float = 5.0, now: datetime | None = None)
     assert last is not None
     witness.append(log_id if base.size else actions._stable_log_id(),
                    witness.Kept(last.size, last.root, last.note, last.frontier, last.last_leaf, pruned_below))
-    actions.store_new_tiles(size)
+    while actions.store_new_tiles(size):  # the tiles those passes would have stored
+        pass
     return SimulatedHistory(count, base.size + gap // count, size, Checkpoint.objects.count(), pruned_below)

@@ -17,7 +17,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive
 
 from audit_app import chain, keys, signing
-from audit_app.actions import KINDS, store_tiles
+from audit_app.actions import KINDS, TILES_PER_PASS, leaf_bytes, tile_roots_from_leaves
 from audit_app.models import AuditEntry, AuditTile, ChainAlert, ChainHead, Checkpoint
 from audit_app.verify import ChainReport, IntegrityFailure, check_chain
 from intended import globs
@@ -230,18 +230,47 @@ def checkpoint_json(row: Checkpoint) -> dict[str, Any]:
             "signed_at": row.signed_at.isoformat(), "note": row.note}
 
 
-def tree(size: int) -> chain.TiledTree:
-    """The sealed tree over the first `size` entries for proofs: the stored tile roots (any the
-    sealer has not stored, e.g. of a trail sealed before tiles existed, computed and stored now)
-    and the leaves of the tiles a proof descends into. A proof reads size / 256 roots and at
-    most a few hundred leaf hashes, where it read every leaf hash before."""
+# Tiles a proof computes from their leaves when the sealer has not stored them yet (it stores
+# actions.TILES_PER_PASS a pass after an upgrade): a page view never reads more than this.
+MISSING_TILES_COMPUTED = 16
+
+
+class ProofsNotReady(Exception):
+    """The sealer has not stored the tiles this proof reads yet (a trail sealed before tiles)."""
+
+
+def tree(size: int, root: bytes) -> chain.TiledTree:
+    """The sealed tree over the first `size` entries, whose signed root is `root`, for proofs:
+    the stored tile roots and the leaves of the tiles a proof descends into, so that a proof
+    reads size / 256 roots and a few hundred leaf hashes, not every leaf hash. Nothing is
+    written. Raises IntegrityFailure when the stored tiles and leaves do not give the signed
+    root (a tile or a sealed entry was changed), ProofsNotReady while the sealer is still
+    storing the tiles of a trail sealed before them."""
     count = size // chain.TILE_SIZE
-    stored = dict(AuditTile.objects.filter(index__lt=count).values_list("index", "root_hash"))
-    roots = {t: bytes.fromhex(h) for t, h in stored.items()}
+    roots: dict[int, bytes] = {}
+    for index, value in AuditTile.objects.filter(index__lt=count).values_list("index", "root_hash"):
+        stored = _hash_or_none(value)
+        if stored is not None:
+            roots[index] = stored  # an unreadable root is as good as missing
     missing = [t for t in range(count) if t not in roots]
+    if len(missing) > MISSING_TILES_COMPUTED:
+        raise ProofsNotReady(f"the sealer has stored {count - len(missing):,} of the {count:,} tiles proofs read; "
+                             f"it stores {TILES_PER_PASS} more each pass")
     for first, last in _runs(missing):
-        roots.update(store_tiles(range(first, last + 1)))
-    return chain.TiledTree(size, [roots[t] for t in range(count)], lambda t: _tile_leaves(t, size))
+        roots.update(tile_roots_from_leaves(range(first, last + 1)))
+    merkle = chain.TiledTree(size, [roots[t] for t in range(count)], lambda t: _tile_leaves(t, size))
+    if merkle.root() != root:
+        raise IntegrityFailure(None, "the stored tiles and leaf hashes do not give the signed root: a tile or a sealed "
+                                     "entry was changed (audit_verify checks every entry; the sealer's patrol repairs tiles)")
+    return merkle
+
+
+def _hash_or_none(value: str) -> bytes | None:
+    try:
+        parsed = bytes.fromhex(value)
+    except (ValueError, TypeError):
+        return None
+    return parsed if len(parsed) == chain.HASH_SIZE else None
 
 
 def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
@@ -257,8 +286,8 @@ def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
 
 def _tile_leaves(tile: int, size: int) -> list[bytes]:
     start, end = tile * chain.TILE_SIZE, min(size, (tile + 1) * chain.TILE_SIZE)
-    hashes = [bytes.fromhex(h) for h in AuditEntry.objects.filter(seq__gte=start, seq__lt=end)
-              .order_by("seq").values_list("leaf_hash", flat=True)]
+    rows = AuditEntry.objects.filter(seq__gte=start, seq__lt=end).order_by("seq").values_list("seq", "leaf_hash")
+    hashes = [leaf_bytes(seq, leaf) for seq, leaf in rows]
     if len(hashes) != end - start:
         raise IntegrityFailure(start, f"only {len(hashes)} of the {end - start} sealed entries from seq {start} are present")
     return hashes
@@ -272,7 +301,7 @@ def inclusion_proof(entry: AuditEntry | int) -> dict[str, Any] | None:
     row = latest_checkpoint()
     if row is None or seq >= row.size:
         return None
-    merkle = tree(row.size)
+    merkle = tree(row.size, bytes.fromhex(row.root_hash))
     leaf = merkle.node(0, seq)
     proof = merkle.inclusion_proof(seq, row.size)
     try:
@@ -318,8 +347,11 @@ def verify_entry(seq: int) -> EntryCheck:
     signers = ", ".join(sorted({s.name for s in note.verified}))
     steps.append((True, f"The latest checkpoint ({signed.size} entries) is signed by {signers}, a published key."))
     try:
-        proof = tree(signed.size).inclusion_proof(seq, signed.size)
+        proof = tree(signed.size, signed.root_hash).inclusion_proof(seq, signed.size)
         chain.verify_inclusion(seq, signed.size, leaf, proof, signed.root_hash)
+    except ProofsNotReady as exc:
+        steps.append((False, f"No audit path yet: {exc}."))
+        return EntryCheck(False, tuple(steps), signed.size)
     except (chain.ProofError, IntegrityFailure) as exc:
         steps.append((False, f"The audit path does not lead to the signed root: {exc}."))
         return EntryCheck(False, tuple(steps), signed.size)

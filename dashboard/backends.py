@@ -224,13 +224,24 @@ def checkpoints(limit: int = 50) -> list[Any]:
     return list(model.objects.order_by("-size")[:limit])
 
 
-def inclusion_proof(seq: int) -> tuple[dict[str, Any] | None, str]:
-    """(the entry's proof, or None until it is sealed; why there is none when the stored trail
-    cannot give one that checks out: what the auditor must be told, not a server error)."""
+@dataclass(frozen=True)
+class EntryProof:
+    """The entry page's proof, or why there is none: not sealed yet (all empty), the stored
+    trail does not give one that checks out (`failure`: what the auditor must be told, not a
+    server error), or the sealer is still storing the tiles proofs read (`pending`)."""
+
+    proof: dict[str, Any] | None = None
+    failure: str = ""
+    pending: str = ""
+
+
+def inclusion_proof(seq: int) -> EntryProof:
     try:
-        return queries.inclusion_proof(seq), ""
+        return EntryProof(proof=queries.inclusion_proof(seq))
     except IntegrityFailure as failure:
-        return None, str(failure)
+        return EntryProof(failure=str(failure))
+    except queries.ProofsNotReady as not_ready:
+        return EntryProof(pending=str(not_ready))
 
 
 def verify_entry(seq: int) -> queries.EntryCheck:

@@ -120,12 +120,12 @@ def audit_entry(request: HttpRequest, seq: int) -> HttpResponse:
     if entry is None:
         raise Http404("No audit entry with that sequence number")
     approval_id, may_open_approval = backends.approval_for_call(entry.call_id, request.user)
-    proof, proof_error = backends.inclusion_proof(seq)
+    proof = backends.inclusion_proof(seq)
     return render(request, "dashboard/audit_entry.html", {
         "entry": entry, "seq": seq, "fields": entry_fields(entry),
         "timeline": [timeline_step(e) for e in backends.call_entries(entry.call_id)],
         "approval_id": approval_id, "may_open_approval": may_open_approval,
-        "proof": proof, "proof_error": proof_error,
+        "proof": proof.proof, "proof_error": proof.failure, "proof_pending": proof.pending,
         "leaf_bytes": base64.b64encode(backends.entry_bytes(entry)).decode("ascii"),
         # without scripts the button asks the server (?verify=1); with them the page checks
         # the hashes and the signature itself (static/dashboard/audit.js)

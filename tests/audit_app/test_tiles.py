@@ -9,7 +9,7 @@ import hashlib
 
 import pytest
 
-from audit_app import actions, chain, queries
+from audit_app import actions, chain, queries, signing
 from audit_app.models import AuditEntry, AuditTile
 from audit_app.verify import IntegrityFailure
 
@@ -76,11 +76,15 @@ def stored_leaves() -> list[bytes]:
     return [bytes.fromhex(h) for h in AuditEntry.objects.order_by("seq").values_list("leaf_hash", flat=True)]
 
 
+def stored_tiles() -> list[int]:
+    return list(AuditTile.objects.order_by("index").values_list("index", flat=True))
+
+
 @pytestmark_db
 def test_the_sealer_stores_the_tiles_it_completes_and_proofs_check_out() -> None:
     append(300)
     actions.seal()
-    assert list(AuditTile.objects.values_list("index", flat=True)) == [0]
+    assert stored_tiles() == [0]
     append(300)
     actions.seal()
     leaves = stored_leaves()
@@ -90,34 +94,84 @@ def test_the_sealer_stores_the_tiles_it_completes_and_proofs_check_out() -> None
     for seq in (0, 255, 256, 511, 512, 599):
         proof = queries.inclusion_proof(seq)
         assert proof is not None and proof["tree_size"] == 600
-        assert [p for p in proof["inclusion"]] == [chain_b64(p) for p in whole.inclusion_proof(seq)]
+        assert proof["inclusion"] == [signing.b64(p) for p in whole.inclusion_proof(seq)]
         assert queries.verify_entry(seq).ok
 
 
-@pytestmark_db
-def test_a_trail_sealed_before_tiles_gets_them_at_its_first_proof() -> None:
-    append(700)
+def audit_entry_rows_read(work) -> int:  # type: ignore[no-untyped-def]
+    """Rows of the audit entries table that `work()` read, by PostgreSQL's own counters (a
+    server-side cursor's fetches included), and no writes anywhere."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    with connection.cursor() as cursor:  # flush what earlier transactions counted (test_sealing_history)
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries_run:
+        work()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables "
+                           "WHERE relname = 'audit_app_auditentry'")
+            rows = int(cursor.fetchone()[0])
+    writes = [q["sql"] for q in queries_run.captured_queries if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE"))]
+    assert writes == []
+    return rows
+
+
+@pytest.mark.django_db(transaction=True)  # counters are flushed between transactions only
+def test_verifying_an_entry_reads_two_tiles_of_leaves_and_writes_nothing() -> None:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("counts rows with pg_stat_xact_user_tables")
+    append(5000)  # 19 full tiles and 136 entries
     actions.seal()
-    AuditTile.objects.all().delete()
-    AuditTile.objects.create(index=1, root_hash=chain.tile_root(stored_leaves()[256:512]).hex())  # a gap before it
-    assert queries.verify_entry(650).ok
-    assert list(AuditTile.objects.order_by("index").values_list("index", flat=True)) == [0, 1]
+    with connection.cursor() as cursor:  # statistics, as autovacuum keeps them: the planner uses the index
+        cursor.execute("ANALYZE audit_app_auditentry")
+    for seq in (3, 1000, 4999):
+        rows = audit_entry_rows_read(lambda seq=seq: queries.verify_entry(seq).ok or pytest.fail("not verified"))
+        # the entry, its tile and the partial last one (and the odd extra index fetch of
+        # PostgreSQL's counters): not the 5000 leaf hashes it read before
+        assert rows <= 1 + 256 + 136 + 10, rows
 
 
 @pytestmark_db
-def test_a_changed_tile_fails_the_proof_instead_of_proving_something_else() -> None:
+def test_the_sealer_stores_the_backlog_of_a_trail_sealed_before_tiles_a_few_a_pass(monkeypatch) -> None:
+    append(5 * 256 + 10)
+    actions.seal()
+    AuditTile.objects.all().delete()  # as after the upgrade that brought tiles
+    monkeypatch.setattr(actions, "TILES_PER_PASS", 1)
+    monkeypatch.setattr(actions, "PATROL_BATCH", 256)  # the patrol's slice: one tile a pass
+    monkeypatch.setattr(queries, "MISSING_TILES_COMPUTED", 3)
+    check = queries.verify_entry(700)
+    assert not check.ok and "No audit path yet: the sealer has stored 0 of the 5 tiles" in check.steps[-1][1]
+    actions.seal()  # idle, no new entries: one tile of the backlog, and the one the patrol read
+    assert stored_tiles() == [0, 1]
+    assert queries.verify_entry(700).ok  # 3 missing: computed from their leaves, not stored
+    assert stored_tiles() == [0, 1]
+    for _ in range(3):
+        actions.seal()
+    assert stored_tiles() == [0, 1, 2, 3, 4]
+    assert queries.verify_entry(1289).ok
+
+
+@pytestmark_db
+def test_a_changed_tile_fails_proofs_until_the_patrol_repairs_it() -> None:
     append(600)
     actions.seal()
     AuditTile.objects.filter(index=0).update(root_hash="00" * 32)
-    check = queries.verify_entry(400)  # its audit path takes tile 0's root
+    check = queries.verify_entry(400)
     assert not check.ok
-    assert "does not lead to the signed root" in check.steps[-1][1]
-    with pytest.raises(IntegrityFailure, match="does not lead to the signed root"):
+    assert "the stored tiles and leaf hashes do not give the signed root" in check.steps[-1][1]
+    with pytest.raises(IntegrityFailure, match="do not give the signed root"):
         queries.inclusion_proof(400)
-    assert queries.verify_entry(100).ok  # its path reads tile 0's leaves, not the stored root
+    actions.seal()  # its patrol reads the tile's entries again and repairs the root
+    assert AuditTile.objects.get(index=0).root_hash == chain.tile_root(stored_leaves()[:256]).hex()
+    assert queries.verify_entry(400).ok
 
 
-def chain_b64(value: bytes) -> str:
-    from audit_app import signing
-
-    return signing.b64(value)
+@pytestmark_db
+def test_an_unreadable_tile_root_is_computed_again() -> None:
+    append(600)
+    actions.seal()
+    AuditTile.objects.filter(index=1).update(root_hash="zz")
+    assert queries.verify_entry(10).ok

@@ -92,7 +92,11 @@ def test_it_tells_an_auditor_when_the_stored_trail_gives_no_proof(auditor_client
     page = auditor_client.get(f"/audit/entries/{seq}/")
     assert page.status_code == 200
     assert b"No proof: the stored trail does not match what was signed." in page.content
-    assert b"does not lead to the signed root" in page.content
+    assert b"do not give the signed root" in page.content
+    AuditEntry.objects.filter(seq=seq).update(leaf_hash="not a hash")
+    page = auditor_client.get(f"/audit/entries/{seq}/")
+    assert page.status_code == 200
+    assert f"INTEGRITY FAILURE at seq {seq}: its stored leaf hash is not a SHA-256 hash".encode() in page.content
 
 
 def test_it_lists_checkpoints_and_the_chain_status(auditor_client, trail):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
 from typing import Any
@@ -263,13 +264,17 @@ class TiledTree(MerkleTree):
     one). Proofs and roots are the same as MerkleTree's over every leaf; a wrong stored root
     gives a proof that fails against the signed root, never a proof of something else."""
 
+    # Tiles of leaves kept, the most recently used: an export proving its entries in seq order
+    # keeps its memory constant, and the partial last tile, on most paths, stays.
+    CACHED_TILES = 8
+
     def __init__(self, size: int, tile_roots: Sequence[bytes], read_tile: Any) -> None:
         if len(tile_roots) != size // TILE_SIZE:
             raise ValueError(f"a tree of {size} leaves has {size // TILE_SIZE} full tiles, not {len(tile_roots)}")
         self._size = size
         self._top = MerkleTree(tile_roots)
         self._read_tile = read_tile
-        self._tiles: dict[int, MerkleTree] = {}
+        self._tiles: OrderedDict[int, MerkleTree] = OrderedDict()
 
     @property
     def size(self) -> int:
@@ -284,12 +289,16 @@ class TiledTree(MerkleTree):
         if height >= TILE_HEIGHT:
             return self._top.node(height - TILE_HEIGHT, index)
         tile = (index << height) >> TILE_HEIGHT
-        if tile not in self._tiles:
+        if tile in self._tiles:
+            self._tiles.move_to_end(tile)
+        else:
             leaves = list(self._read_tile(tile))
             expected = min(TILE_SIZE, self._size - tile * TILE_SIZE)
             if len(leaves) != expected:
                 raise ValueError(f"tile {tile} has {len(leaves)} leaves, not {expected}")
             self._tiles[tile] = MerkleTree(leaves)
+            if len(self._tiles) > self.CACHED_TILES:
+                self._tiles.popitem(last=False)
         return self._tiles[tile].node(height, index - (tile << (TILE_HEIGHT - height)))
 
 

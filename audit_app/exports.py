@@ -5,15 +5,17 @@ Each is a generator of text chunks, streamed by the API and written by `audit_ex
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from audit_app import chain, keys, signing
+from audit_app import chain, keys, queries, signing
 from audit_app.models import AuditEntry, Checkpoint
 from audit_app.queries import EntryFilter, entry_body, entry_json, latest_checkpoint, search
 from audit_app.verify import (
@@ -26,6 +28,8 @@ from audit_app.verify import (
     render_bundle_head,
     seq_ranges,
 )
+
+log = logging.getLogger("intended.audit")
 
 FORMATS = ("jsonl", "csv", "ocsf", "bundle")
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv", "ocsf": "application/x-ndjson",
@@ -228,9 +232,10 @@ def bundle(flt: EntryFilter) -> Iterator[str]:
     """The signed bundle: manifest, entries, checkpoints, proofs and public keys, in one JSON file.
 
     Covers the entries of the filter that the latest checkpoint seals; seal first for the newest.
-    Written as it is read, in a constant amount of memory: one pass over the leaf hashes builds
-    the Merkle tree in a temporary file (for the proofs) and the manifest's digest, then the
-    entries are streamed. A filtered export also holds its seq ranges.
+    Written as it is read, in a constant amount of memory: the proofs come from the stored
+    tiles (filtered) or from one pass over the leaf hashes that builds the Merkle tree in a
+    temporary file and the manifest's digest (complete); then the entries are streamed. A
+    filtered export also holds its seq ranges.
     """
     row = latest_checkpoint()
     if row is None:
@@ -239,7 +244,7 @@ def bundle(flt: EntryFilter) -> Iterator[str]:
     selected = search(flt).filter(seq__lt=size)
     digest = hashlib.sha256()
     unfiltered = flt == EntryFilter()
-    with _spilled_tree(size, digest if unfiltered else None) as merkle:
+    with _proof_tree(row, digest if unfiltered else None) as merkle:
         if unfiltered:
             ranges = [(0, size - 1)] if size else []
         else:
@@ -282,6 +287,22 @@ def _digested(rows: Iterator[tuple[int, str]], digest: Any) -> Iterator[int]:
     for seq, leaf in rows:
         digest.update(bytes.fromhex(leaf))
         yield seq
+
+
+def _proof_tree(row: Checkpoint, digest: Any | None) -> Any:
+    """The tree the bundle's proofs come from: for a filtered export, the stored tiles (it reads
+    the leaves of the tiles its entries are in, not every leaf hash: docs/AUDIT.md); for a
+    complete one, or while the tiles are not ready or do not give the signed root, every leaf
+    hash into a temporary file, each also into `digest` when given (the complete export's
+    manifest)."""
+    if digest is None:
+        try:
+            return contextlib.nullcontext(queries.tree(row.size, bytes.fromhex(row.root_hash)))
+        except queries.ProofsNotReady:
+            pass
+        except IntegrityFailure as failure:  # the entries themselves may be fine: prove from them
+            log.warning("exporting from every leaf hash: %s", failure)
+    return _spilled_tree(row.size, digest)
 
 
 def _spilled_tree(size: int, digest: Any | None) -> chain.SpilledMerkleTree:

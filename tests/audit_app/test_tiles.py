@@ -52,6 +52,16 @@ def test_a_proof_reads_the_leaves_of_at_most_two_tiles() -> None:
         assert set(reader.read) <= {index // chain.TILE_SIZE, 1300 // chain.TILE_SIZE}, reader.read
 
 
+def test_it_keeps_a_few_tiles_of_leaves_and_reads_an_evicted_one_again(monkeypatch) -> None:
+    monkeypatch.setattr(chain.TiledTree, "CACHED_TILES", 2)
+    whole = chain.MerkleTree(LEAVES[:1300])
+    merkle, reader = tiled(1300)
+    for index in range(0, 1300, 50):
+        assert merkle.inclusion_proof(index) == whole.inclusion_proof(index)
+    assert len(merkle._tiles) == 2
+    assert reader.read.count(1300 // chain.TILE_SIZE) == 1  # the last, partial tile: on every path, kept
+
+
 def test_it_refuses_tiles_that_do_not_fit_the_size() -> None:
     with pytest.raises(ValueError, match="full tiles"):
         chain.TiledTree(600, [], lambda tile: [])
@@ -175,3 +185,34 @@ def test_an_unreadable_tile_root_is_computed_again() -> None:
     actions.seal()
     AuditTile.objects.filter(index=1).update(root_hash="zz")
     assert queries.verify_entry(10).ok
+
+
+@pytest.mark.django_db(transaction=True)  # the scenario goes through the gateway's async writer
+def test_a_filtered_bundle_proves_its_entries_from_the_tiles(tmp_path, monkeypatch) -> None:
+    import json
+
+    from audit_app import exports, keys
+    from tests.audit_app.conftest import write_scenario
+    from tests.audit_app.test_mutations import export_bundle, intended_verify
+
+    write_scenario(rounds=30)  # more than a tile
+    actions.seal()
+    assert stored_tiles()
+    trusted = tmp_path / "audit-keys.json"
+    trusted.write_text(json.dumps(keys.published()))
+
+    def every_leaf(*args):  # type: ignore[no-untyped-def]
+        raise AssertionError("a filtered export read every leaf hash")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(exports, "_spilled_tree", every_leaf)
+        path = export_bundle(tmp_path / "refunds.json", "--intent", "financial.refund.*")
+    entries = json.loads(path.read_text())["entries"]
+    assert len(entries) > 30 and all("inclusion" in e for e in entries)
+    code, output = intended_verify(path, trusted)
+    assert code == 0, output
+
+    AuditTile.objects.all().delete()  # tiles not ready: it proves from every leaf hash instead
+    monkeypatch.setattr(queries, "MISSING_TILES_COMPUTED", 0)
+    again = export_bundle(tmp_path / "again.json", "--intent", "financial.refund.*")
+    assert json.loads(again.read_text())["entries"] == entries

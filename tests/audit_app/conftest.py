@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,29 @@ def write_scenario(rounds: int = 1) -> list[CallContext]:
             calls.append(ctx)
         actions.record_admin("agent.saved", actor="alice", target="support-agent", details={"roles": ["support"]})
     return calls
+
+
+@dataclass
+class RowsRead:
+    rows: int = 0
+
+
+@contextmanager
+def rows_read(tables: str = "audit_app_%") -> Iterator[RowsRead]:
+    """The rows of the tables named like `tables` that the block reads (sequential and index
+    fetches, a server-side cursor's included), by PostgreSQL's own counters: the block runs in
+    a transaction, whose pg_stat_xact_user_tables holds its reads. And what earlier
+    transactions of this connection read and have not flushed: since PostgreSQL 15 a backend
+    flushes its counters when idle, at most once a second, so they are flushed first (the test
+    needs django_db(transaction=True) for that)."""
+    from django.db import connection, transaction
+
+    counted = RowsRead()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+    with transaction.atomic():
+        yield counted
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT coalesce(sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)), 0) "
+                           "FROM pg_stat_xact_user_tables WHERE relname LIKE %s", [tables])
+            counted.rows = int(cursor.fetchone()[0])

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from audit_app import actions, history, witness
 from audit_app.models import AuditEntry, ChainHead, Checkpoint
+from tests.audit_app.conftest import rows_read
 from tests.audit_app.test_mutations import audit_verify, first_bad
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,22 +47,13 @@ class PassCost:
 
 
 def measured_pass() -> tuple[actions.SealResult, PassCost]:
-    # Inside an outer transaction, pg_stat_xact_user_tables holds this pass's reads, and what
-    # earlier transactions of this connection read and have not flushed yet: since PostgreSQL
-    # 15 a backend flushes its counters when idle, at most once a second. Flush them first.
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_force_next_flush()")
-    with transaction.atomic():
+    with rows_read() as read:
         before = file_bytes_read()
         with CaptureQueriesContext(connection) as queries:
             result = actions.seal()
-        read = file_bytes_read() - before
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT coalesce(sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)), 0) "
-                           "FROM pg_stat_xact_user_tables WHERE relname LIKE 'audit_app_%%'")
-            rows = int(cursor.fetchone()[0])
+        file_bytes = file_bytes_read() - before
     counts = sum("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
-    return result, PassCost(len(queries.captured_queries), counts, rows, read)
+    return result, PassCost(len(queries.captured_queries), counts, read.rows, file_bytes)
 
 
 def witness_bytes() -> int:

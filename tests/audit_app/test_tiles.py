@@ -12,6 +12,7 @@ import pytest
 from audit_app import actions, chain, queries, signing
 from audit_app.models import AuditEntry, AuditTile
 from audit_app.verify import IntegrityFailure
+from tests.audit_app.conftest import rows_read
 
 LEAVES = [chain.leaf_hash(hashlib.sha256(str(i).encode()).digest()) for i in range(1300)]
 
@@ -108,23 +109,15 @@ def test_the_sealer_stores_the_tiles_it_completes_and_proofs_check_out() -> None
         assert queries.verify_entry(seq).ok
 
 
-def audit_entry_rows_read(work) -> int:  # type: ignore[no-untyped-def]
-    """Rows of the audit entries table that `work()` read, by PostgreSQL's own counters (a
-    server-side cursor's fetches included), and no writes anywhere."""
-    from django.db import connection, transaction
+def entry_rows_read_by(work) -> int:  # type: ignore[no-untyped-def]
+    """Rows of the audit entries that `work()` read, by PostgreSQL's counters; it writes nothing."""
+    from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    with connection.cursor() as cursor:  # flush what earlier transactions counted (test_sealing_history)
-        cursor.execute("SELECT pg_stat_force_next_flush()")
-    with transaction.atomic(), CaptureQueriesContext(connection) as queries_run:
+    with rows_read("audit_app_auditentry") as read, CaptureQueriesContext(connection) as queries_run:
         work()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables "
-                           "WHERE relname = 'audit_app_auditentry'")
-            rows = int(cursor.fetchone()[0])
-    writes = [q["sql"] for q in queries_run.captured_queries if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE"))]
-    assert writes == []
-    return rows
+    assert [q["sql"] for q in queries_run.captured_queries if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE"))] == []
+    return read.rows
 
 
 @pytest.mark.django_db(transaction=True)  # counters are flushed between transactions only
@@ -138,7 +131,7 @@ def test_verifying_an_entry_reads_two_tiles_of_leaves_and_writes_nothing() -> No
     with connection.cursor() as cursor:  # statistics, as autovacuum keeps them: the planner uses the index
         cursor.execute("ANALYZE audit_app_auditentry")
     for seq in (3, 1000, 4999):
-        rows = audit_entry_rows_read(lambda seq=seq: queries.verify_entry(seq).ok or pytest.fail("not verified"))
+        rows = entry_rows_read_by(lambda seq=seq: queries.verify_entry(seq).ok or pytest.fail("not verified"))
         # the entry, its tile and the partial last one (and the odd extra index fetch of
         # PostgreSQL's counters): not the 5000 leaf hashes it read before
         assert rows <= 1 + 256 + 136 + 10, rows

@@ -16,11 +16,12 @@ is committed before its caller returns, and appends are serialized by a lock on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -605,18 +606,16 @@ def _patrol(patrol: witness.Patrol, base: _Base) -> witness.Patrol:
     if patrol.next > base.size:  # the history it was reading is not there any more
         patrol = witness.Patrol()
     stop = min(patrol.next + PATROL_BATCH, base.size)
-    leaves: list[str] = []
-
-    def rows() -> Iterator[tuple[int, bytes, str]]:
-        for seq, data, leaf in (AuditEntry.objects.filter(seq__gte=patrol.next, seq__lt=stop).order_by("seq")
-                                .values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000)):
-            leaves.append(leaf)
-            yield seq, bytes(data), leaf
-
-    report = check_chain(rows(), start=patrol.next, prev_leaf=patrol.prev, compact=patrol.compact)
+    rows = ((seq, bytes(data), leaf) for seq, data, leaf in
+            AuditEntry.objects.filter(seq__gte=patrol.next, seq__lt=stop).order_by("seq")
+            .values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000))
+    leaves: list[bytes] = []  # each checked against its entry's bytes
+    with contextlib.closing(rows):  # a failure mid-slice closes the cursor (SQLite: its read lock)
+        report = check_chain(rows, start=patrol.next, prev_leaf=patrol.prev, compact=patrol.compact,
+                             on_leaf=leaves.append)
     if report.size != stop:
         raise IntegrityFailure(report.size, f"sealed entries are missing from seq {report.size}")
-    _check_tiles(patrol.next, [bytes.fromhex(leaf) for leaf in leaves])  # each checked against its bytes
+    _check_tiles(patrol.next, leaves)
     if stop < base.size:
         return witness.Patrol(stop, patrol.compact, report.last_leaf)
     if patrol.compact.root() != base.root:
@@ -691,7 +690,8 @@ def seal(now: datetime | None = None) -> SealResult:
                 for seq, data, leaf in AuditEntry.objects.filter(seq__gte=base.size, seq__lt=size)
                 .order_by("seq").values_list("seq", "canonical", "leaf_hash").iterator(chunk_size=2000)
             )
-            report = check_chain(rows, start=base.size, prev_leaf=base.last_leaf, compact=base.compact)
+            with contextlib.closing(rows):  # a failure mid-way closes the cursor (SQLite: its read lock)
+                report = check_chain(rows, start=base.size, prev_leaf=base.last_leaf, compact=base.compact)
             checkpoint = signing.Checkpoint(keys.origin(), report.size, report.root, (f"time {int(now.timestamp())}",))
             note = signing.sign_note(checkpoint.text(), signers)
             frontier = tuple(base.compact.hashes)
@@ -748,14 +748,15 @@ def tile_roots_from_leaves(tiles: range) -> dict[int, bytes]:
     rows = (AuditEntry.objects.filter(seq__gte=tiles.start * chain.TILE_SIZE, seq__lt=tiles.stop * chain.TILE_SIZE)
             .order_by("seq").values_list("seq", "leaf_hash").iterator(chunk_size=5000))
     expected = tiles.start * chain.TILE_SIZE
-    for seq, leaf in rows:
-        if seq != expected:
-            raise IntegrityFailure(expected, f"sealed entries are missing from seq {expected}")
-        leaves.append(leaf_bytes(seq, leaf))
-        expected += 1
-        if len(leaves) == chain.TILE_SIZE:
-            roots[seq // chain.TILE_SIZE] = chain.tile_root(leaves)
-            leaves = []
+    with contextlib.closing(rows):  # a failure mid-way closes the cursor (SQLite: its read lock)
+        for seq, leaf in rows:
+            if seq != expected:
+                raise IntegrityFailure(expected, f"sealed entries are missing from seq {expected}")
+            leaves.append(leaf_bytes(seq, leaf))
+            expected += 1
+            if len(leaves) == chain.TILE_SIZE:
+                roots[seq // chain.TILE_SIZE] = chain.tile_root(leaves)
+                leaves = []
     if expected != tiles.stop * chain.TILE_SIZE:
         raise IntegrityFailure(expected, f"sealed entries are missing from seq {expected}")
     return roots

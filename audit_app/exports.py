@@ -312,14 +312,15 @@ def _spilled_tree(size: int, digest: Any | None) -> chain.SpilledMerkleTree:
     try:
         expected = 0
         rows = AuditEntry.objects.filter(seq__lt=size).order_by("seq").values_list("seq", "leaf_hash")
-        for seq, leaf in rows.iterator(chunk_size=5000):
-            if seq != expected:
-                raise IntegrityFailure(expected, f"sealed entry seq {expected} is missing")
-            hashed = bytes.fromhex(leaf)
-            merkle.append(hashed)
-            if digest is not None:
-                digest.update(hashed)
-            expected += 1
+        with contextlib.closing(rows.iterator(chunk_size=5000)) as leaves:  # a failure closes the cursor
+            for seq, leaf in leaves:
+                if seq != expected:
+                    raise IntegrityFailure(expected, f"sealed entry seq {expected} is missing")
+                hashed = bytes.fromhex(leaf)
+                merkle.append(hashed)
+                if digest is not None:
+                    digest.update(hashed)
+                expected += 1
         if expected != size:
             raise IntegrityFailure(expected, f"only {expected} of {size} sealed entries are present")
     except BaseException:

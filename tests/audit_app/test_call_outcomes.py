@@ -75,7 +75,10 @@ def test_the_api_finds_every_denied_refund_of_the_last_hour(refunds: dict[str, i
     assert described(approved) == [("approval", None, "approved")]
     assert [e["approval"]["id"] for e in events(auditor, approval_status="expired")] == [refunds["expire"]]
     pending = events(auditor, approval_status="pending", kind="approval")
-    assert len(pending) == 3 and {e["approval"]["event"] for e in pending} == {"requested"}
+    # on the embedded default the in-process worker also tells the reviewers while each is
+    # pending, and records it (`notified`, status pending); with Redis the tests run no worker
+    assert [e["approval"]["event"] for e in pending].count("requested") == 3
+    assert {e["approval"]["event"] for e in pending} <= {"requested", "notified"}
     assert {e["kind"] for e in events(auditor, kind="approval")} == {"approval"}
     assert described(events(auditor, kind="decision", decision="deny")) == [("decision", "deny", None)]
 

@@ -191,7 +191,6 @@ async def _legacy_session(ex: _Exchange) -> AsyncIterator[list[tuple[str, str]]]
                 pass  # the upstream expires it; the answer is what mattered
 
 
-
 async def _legacy_catalog(ex: _Exchange) -> list[dict[str, Any]]:
     async with _legacy_session(ex) as headers:
         return await _list_pages(ex, lambda i, params: (legacy_request(i, "tools/list", params), headers))

@@ -5,19 +5,6 @@
 # `make test` and .ci/run install it).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DIR="${AXE_DIR:-$HERE/../../../var/axe}"
 AXE_CORE_VERSION=4.14.1
-WANT="axe-core@$AXE_CORE_VERSION"
-
-mkdir -p "$DIR"
-DIR="$(cd "$DIR" && pwd)"
-if [ "$(cat "$DIR/.installed" 2>/dev/null)" = "$WANT" ]; then
-  exit 0
-fi
-command -v npm >/dev/null || { echo "axe: npm is required (apt-get install nodejs npm)" >&2; exit 2; }
-cd "$DIR"
-[ -f package.json ] || printf '{"name":"intended-test-axe","private":true,"version":"0.0.0"}\n' > package.json
-npm install --no-fund --no-audit --save-exact --loglevel=error "axe-core@${AXE_CORE_VERSION}"
-test -s node_modules/axe-core/axe.min.js
-echo "$WANT" > .installed
-echo "axe-core installed in $DIR"
+bash "$HERE/../npm-pinned.sh" axe "${AXE_DIR:-$HERE/../../../var/axe}" axe-core "$AXE_CORE_VERSION" \
+  '{"name":"intended-test-axe","private":true,"version":"0.0.0"}' node_modules/axe-core/axe.min.js
